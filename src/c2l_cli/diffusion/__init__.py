@@ -1,0 +1,1 @@
+"""Diffusion: noise schedules, the training objective and samplers (functions of a denoiser)."""

@@ -1,0 +1,1 @@
+"""Samplers: functions of a denoiser callable, one file each."""
