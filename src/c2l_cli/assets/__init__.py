@@ -1,0 +1,1 @@
+"""Data files shipped with c2l (validation prompts)."""
