@@ -344,3 +344,18 @@ def test_direction_from_latents_wplus_and_layers():
     assert torch.allclose(vec[1:3].norm(dim=1), torch.ones(2), atol=1e-6) and not vec[[0, 3, 4, 5, 6, 7]].any()
     with pytest.raises(C2LError, match="same mean"):
         direction_from_latents(pos, pos)
+
+
+def test_any_suffix_is_sniffed(tmp_path):
+    vec = torch.nn.functional.normalize(torch.randn(W_DIM), dim=0)
+    save_direction(tmp_path / "smile.dir", vec, {"seed": 1})  # README: c2l direction ... -o smile.dir
+    d = load_direction(tmp_path / "smile.dir")
+    assert torch.equal(d.vector, vec) and d.metadata["seed"] == 1
+    torch.save(vec[None], tmp_path / "x.bin")
+    assert torch.equal(load_direction(tmp_path / "x.bin").vector, vec)
+    with open(tmp_path / "y.bin", "wb") as fh:
+        np.save(fh, vec.numpy())
+    assert torch.equal(load_direction(tmp_path / "y.bin").vector, vec)
+    ws = _ws(2)
+    save_latents(tmp_path / "lat.data", ws)
+    assert torch.equal(load_latents(tmp_path / "lat.data", num_ws=NUM_WS, w_dim=W_DIM), ws)

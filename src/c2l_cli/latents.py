@@ -110,7 +110,8 @@ def parse_layers(text: str) -> LayerSpec:
         else:
             stop = int(m.group(2))
             if stop < start:
-                raise UsageError(f"bad layer range {piece!r} in {text!r}: the end comes before the start")
+                where = "" if piece == raw else f" in {text!r}"
+                raise UsageError(f"bad layer range {piece!r}{where}: the end comes before the start")
         parts.append((start, stop))
     return LayerSpec(raw, tuple(parts))
 
@@ -362,9 +363,41 @@ def _as_tensor(obj: Any, where: str) -> torch.Tensor:
     raise FormatError(f"{where}: expected a tensor or array, found {type(obj).__name__}")
 
 
+def _sniff(path: Path) -> str:
+    """The array format of a file with an unfamiliar suffix (``smile.dir``), from its first bytes."""
+    import struct
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head.startswith(b"\x93NUMPY"):
+        return ".npy"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise FormatError(f"{path}: corrupt zip file ({exc})") from exc
+        return ".pt" if any(n.endswith("data.pkl") for n in names) else ".npz"
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < size:
+        return ".safetensors"
+    if head[:1] == b"\x80":  # a legacy (non-zip) torch.save file
+        return ".pt"
+    return path.suffix.lower()
+
+
 def _read_arrays(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """All arrays in a .npz/.npy/.pt/.safetensors file, and (for safetensors) the header metadata."""
+    """All arrays in a .npz/.npy/.pt/.safetensors file, and (for safetensors) the header metadata.
+
+    A file with another suffix is recognised by its content.
+    """
     suffix = path.suffix.lower()
+    if suffix not in _ARRAY_SUFFIXES:
+        suffix = _sniff(path)
     if suffix in (".npz", ".npy"):
         return _numpy_load(path), {}
     if suffix in (".pt", ".pth"):

@@ -1,9 +1,406 @@
-"""`c2l edit` (being written)."""
+"""`c2l edit`: move latents along edit directions in W / W+ and re-render them (paper §5.2.3, App. D).
+
+Parse, call the core (:mod:`c2l_cli.latents`, the generator, the pipeline), render. Only Typer is
+imported at module level; torch and the engine are imported inside the command. The private helpers
+here (model options, seeds, synthesis, recipes) are shared with ``cli/direction.py``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
 import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"
+DEFAULT_OUT = "c2l-out"
+SAMPLERS = ("reference", "ddpm", "ddim")
+
+EDIT_HELP = (
+    "Edit images through StyleGAN's latent space: one labelled strip per latent, one frame per strength.\n\n"
+    "What to edit: latent files (.npz from `c2l sample --save-latents`, NVIDIA's projected_w.npz, .npy/.pt arrays "
+    "\\[num_ws, w_dim], \\[1, num_ws, w_dim] or \\[w_dim]), --prompt (sampled as in `c2l sample`) or --seeds "
+    "(plain StyleGAN samples).\n\n"
+    "Directions (--direction, repeatable): NAME|FILE\\[:STRENGTH]\\[@LAYERS] — built-in age, smile, pose "
+    "(InterFaceGAN, FFHQ), files from `c2l direction`, InterFaceGAN boundary .npy files. Frame t is "
+    "w + t·Σ STRENGTH_i·d_i on the chosen layers; every other layer is unchanged."
+)
+
+EDIT_EPILOG = (
+    "Examples:  c2l edit c2l-out/old-man.npz --direction age --strengths -3:3:7  ·  "
+    "c2l edit --seeds 0-3 --direction smile:2@0-5 --direction age:-1 --orthogonalize --strengths 0,1  ·  "
+    "c2l edit --prompt 'a woman' --direction pose --save-latents  (see docs/edit.md)"
+)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,3,7-9`` → ``[0, 3, 7, 8, 9]`` (ranges inclusive); a bad list is a UsageError."""
+    from ..errors import UsageError
+
+    import re
+
+    seeds: list[int] = []
+    for piece in (text or "").split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        m = re.match(r"^(\d+)(?:-(\d+))?$", piece)
+        if not m:
+            raise UsageError(f"bad --seeds {text!r}: use whole numbers and inclusive ranges, e.g. 0,3,7-9")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise UsageError(f"bad seed range {piece!r}: the end comes before the start")
+        if hi - lo >= 100_000:
+            raise UsageError(f"seed range {piece!r} is too long (at most 100000 seeds)")
+        seeds.extend(range(lo, hi + 1))
+    if not seeds:
+        raise UsageError(f"bad --seeds {text!r}: no seeds")
+    for s in seeds:
+        if s >= 2**32:
+            raise UsageError(f"seed {s} is out of range (0 to 2^32-1)")
+    return seeds
+
+
+def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None:
+    """UsageError unless *value* > 0 (or >= 0)."""
+    from ..errors import UsageError
+
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UsageError(f"{name} must be {'at least 0' if allow_zero else 'positive'}, got {value:g}")
+
+
+def check_sampler(sampler: str) -> str:
+    """The sampler name, lower-cased; an unknown one is a UsageError."""
+    from ..errors import UsageError
+
+    key = (sampler or "").strip().lower()
+    if key not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r} (use one of {', '.join(SAMPLERS)})")
+    return key
+
+
+def model_sources(model: str, generator: Optional[str], prior: Optional[str], clip: Optional[str]) -> dict[str, str]:
+    """The generator / prior / CLIP sources: explicit options, else the ``--model`` bundle's."""
+    from .. import registry
+
+    needs_bundle = generator is None or prior is None or clip is None
+    b = registry.bundle(model) if needs_bundle else None
+    return {
+        "generator": generator or b.generator,  # type: ignore[union-attr]
+        "prior": prior or b.prior,  # type: ignore[union-attr]
+        "clip": clip or b.clip,  # type: ignore[union-attr]
+    }
+
+
+def file_info(source: str, kind: str) -> dict[str, Any]:
+    """``{"source", "sha256"}`` of a model file for recipes (sha256 None for folders / CLIP specs)."""
+    from .. import cache
+
+    info: dict[str, Any] = {"source": str(source), "sha256": None}
+    try:
+        path = Path(cache.resolve(source, kind=kind))
+    except Exception:  # noqa: BLE001 - recipes must not fail on bookkeeping; loading reports real errors
+        return info
+    if path.is_file():
+        info["sha256"] = cache.sha256_of(path)
+    return info
+
+
+def generator_dtype(G: Any) -> "torch.dtype":
+    """The dtype of the generator's parameters (what synthesis expects)."""
+    import torch
+
+    for p in G.parameters():
+        if torch.is_floating_point(p):
+            return p.dtype
+    return torch.float32
+
+
+def synthesize(G: Any, ws: "torch.Tensor", *, batch_size: int = 8, device: Any = None) -> "torch.Tensor":
+    """``G.synthesis(ws, noise_mode="const")`` in batches → float32 images ``[B, 3, H, W]`` on the CPU."""
+    import torch
+
+    from ..latents import iter_chunks
+
+    dev = device if device is not None else next(G.parameters()).device
+    dtype = generator_dtype(G)
+    out = []
+    with torch.inference_mode():
+        for sl in iter_chunks(ws.shape[0], batch_size):
+            img = G.synthesis(ws[sl].to(device=dev, dtype=dtype), noise_mode="const")
+            out.append(img.float().cpu())
+    return torch.cat(out)
+
+
+def seed_ws(G: Any, seeds: list[int], truncation: float, *, device: Any = None) -> "torch.Tensor":
+    """Plain StyleGAN latents for *seeds*: z from ``numpy.random.RandomState(seed).randn(1, z_dim)``
+    (the convention of NVIDIA's ``gen_images.py``, so ``--seeds 85`` is NVIDIA's seed 85), then
+    ``G.mapping(z, truncation_psi)`` → ``[len(seeds), num_ws, w_dim]`` float32 on the CPU."""
+    import numpy as np
+    import torch
+
+    dev = device if device is not None else next(G.parameters()).device
+    z = np.concatenate([np.random.RandomState(s).randn(1, int(G.z_dim)) for s in seeds])  # (N, z_dim)
+    with torch.inference_mode():
+        zt = torch.from_numpy(z).to(device=dev, dtype=torch.float32)
+        ws = G.mapping(zt, None, truncation_psi=float(truncation))
+    return ws.float().cpu()
+
+
+def base_recipe(command: str) -> dict[str, Any]:
+    """The fields every recipe starts with."""
+    from .._version import __version__
+
+    return {"c2l_version": __version__, "command": command}
+
+
+# ----------------------------------------------------------------------------- the command
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to *app*."""
+    """Add ``c2l edit`` to *app*."""
+    app.command("edit", help=EDIT_HELP, epilog=EDIT_EPILOG)(edit)
+
+
+def edit(
+    latents: Optional[list[Path]] = typer.Argument(
+        None, metavar="[LATENTS]...", help="Latent files to edit (.npz key w, projected_w.npz, .npy, .pt).", show_default=False
+    ),
+    direction: Optional[list[str]] = typer.Option(
+        None, "--direction", "-d", metavar="NAME|FILE[:STRENGTH][@LAYERS]",
+        help="Edit direction, repeatable: age, smile, pose, a `c2l direction` file or an InterFaceGAN .npy; "
+        "STRENGTH multiplies it (default 1); LAYERS limits it (0-7, 4, 8-, 0-3,6; inclusive).",
+    ),
+    strengths: str = typer.Option(
+        DEFAULT_STRENGTHS, "--strengths", "-s", metavar="LIST|START:STOP:COUNT",
+        help="Sweep values t, one frame each: a list (-3,0,3) or COUNT evenly spaced values from START to STOP (-3:3:5).",
+    ),
+    orthogonalize: bool = typer.Option(
+        False, "--orthogonalize", help="Project each direction off the others (InterFaceGAN conditional edit)."
+    ),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Sample a latent for this prompt (repeatable)."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds", help="Plain StyleGAN samples for these seeds (0,3,7-9; NVIDIA's z convention)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="With --prompt: the sampling seed (as in `c2l sample`)."),
+    candidates: int = typer.Option(1, "--candidates", help="With --prompt: keep the best of this many by CLIP score."),
+    steps: int = typer.Option(4, "--steps", help="With --prompt: diffusion steps."),
+    guidance: float = typer.Option(2.0, "--guidance", help="With --prompt: classifier-free guidance scale."),
+    truncation: float = typer.Option(1.0, "--truncation", help="Truncation of --prompt (prior) and --seeds (mapping) latents."),
+    sampler: str = typer.Option("reference", "--sampler", help="With --prompt: reference, ddpm or ddim."),
+    eta: float = typer.Option(0.0, "--eta", help="With --prompt and --sampler ddim: the DDIM eta."),
+    out: Path = typer.Option(Path(DEFAULT_OUT), "--out", "-o", help="Output folder (never overwrites)."),
+    frames: bool = typer.Option(True, "--frames/--no-frames", help="Also write one image per strength."),
+    save_latents: bool = typer.Option(False, "--save-latents", help="Write the edited latents (.npz key w [T, num_ws, w_dim])."),
+    model: str = typer.Option("ffhq", "--model", "-m", help="Model bundle (ffhq, lhq)."),
+    generator: Optional[str] = typer.Option(None, "--generator", help="StyleGAN: registry name, .pkl/.safetensors path or URL."),
+    prior: Optional[str] = typer.Option(None, "--prior", help="With --prompt: the prior (name, path or URL)."),
+    clip: Optional[str] = typer.Option(None, "--clip", help="With --prompt: the CLIP model (ARCH:PRETRAINED, hf-hub:…, local-dir:…)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA), float32, float16, bfloat16."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Images synthesised at once."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
+) -> None:
+    """Edit latents along directions (see EDIT_HELP)."""
+    from ..errors import UsageError
+    from ..latents import parse_direction_spec, parse_strengths
+
+    # ---- parse and validate everything before loading a model
+    specs = [parse_direction_spec(d) for d in (direction or [])]
+    if not specs:
+        raise UsageError("give at least one --direction (age, smile, pose or a direction file)")
+    sweep = parse_strengths(strengths)
+    prompts = [p for p in (prompt or [])]
+    if any(not p.strip() for p in prompts):
+        raise UsageError("--prompt is empty")
+    seed_list = parse_seeds(seeds) if seeds is not None else []
+    files = list(latents or [])
+    if not files and not prompts and not seed_list:
+        raise UsageError("nothing to edit: give latent files, --prompt or --seeds")
+    for f in files:
+        if not Path(f).expanduser().is_file():
+            raise UsageError(f"latent file {str(f)!r} does not exist")
+    check_positive(batch_size, "--batch-size")
+    if prompts:
+        check_positive(steps, "--steps")
+        check_positive(candidates, "--candidates")
+        check_positive(truncation, "--truncation")
+        sampler = check_sampler(sampler)
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed {seed} is out of range")
+
+    _run_edit(
+        specs=specs,
+        sweep=sweep,
+        orthogonal=orthogonalize,
+        files=files,
+        prompts=prompts,
+        seed_list=seed_list,
+        seed=seed,
+        candidates=candidates,
+        steps=steps,
+        guidance=guidance,
+        truncation=truncation,
+        sampler=sampler,
+        eta=eta,
+        out=out,
+        frames=frames,
+        save_latents=save_latents,
+        model=model,
+        generator=generator,
+        prior=prior,
+        clip=clip,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        json_out=json_out,
+    )
+
+
+def _run_edit(**o: Any) -> None:
+    import torch
+
+    from ..devices import resolve_device, resolve_dtype
+    from ..images import make_grid, save_image, slugify, to_pil, unique_path, RECIPE_KEY
+    from ..latents import combine_offsets, load_direction, load_latents, orthogonalize, save_latents, strength_label
+    from ..latents import apply_edit
+    from .output import info, print_json, print_line
+
+    dev = resolve_device(o["device"])
+    dt = resolve_dtype(o["dtype"], dev)
+    sources = model_sources(o["model"], o["generator"], o["prior"], o["clip"])
+
+    # ---- directions are read (and their shapes checked) before any sampling
+    directions = [load_direction(s.source) for s in o["specs"]]
+
+    # ---- the generator (and, for --prompt, the whole pipeline)
+    pipe = None
+    if o["prompts"]:
+        from ..pipeline import Pipeline
+
+        pipe = Pipeline.from_sources(
+            model=o["model"], generator=o["generator"], prior=o["prior"], clip=o["clip"], device=dev, dtype=dt
+        )
+        G = pipe.generator
+    else:
+        from ..generator import load_generator
+
+        G = load_generator(sources["generator"], device=dev, dtype=dt)
+    num_ws, w_dim = int(G.num_ws), int(G.w_dim)
+    for d in directions:
+        d.check(w_dim, num_ws)
+    offsets = [d.offset(num_ws, s.layers) for d, s in zip(directions, o["specs"])]  # each (num_ws, w_dim)
+    if o["orthogonal"]:
+        offsets = orthogonalize(offsets, [s.text for s in o["specs"]])
+    offset = combine_offsets(offsets, [s.strength for s in o["specs"]])  # (num_ws, w_dim)
+    gen_info = file_info(sources["generator"], "generator")
+
+    # ---- the latents to edit: (stem, ws [num_ws, w_dim], source description)
+    items: list[tuple[str, torch.Tensor, dict[str, Any]]] = []
+    for f in o["files"]:
+        ws = load_latents(f, num_ws=num_ws, w_dim=w_dim)
+        stem = Path(f).stem
+        for i in range(ws.shape[0]):
+            src = {"type": "latents", "path": str(f), "index": i}
+            items.append((stem if ws.shape[0] == 1 else f"{stem}-{i}", ws[i], src))
+    if o["seed_list"]:
+        ws = seed_ws(G, o["seed_list"], o["truncation"], device=dev)
+        for s, w in zip(o["seed_list"], ws):
+            items.append((f"seed{s:04d}", w, {"type": "seed", "seed": s, "truncation": o["truncation"]}))
+    for k, text in enumerate(o["prompts"]):
+        ws = _prompt_ws(pipe, text, o)
+        src = {
+            "type": "prompt", "prompt": text, "seed": o["seed"], "candidates": o["candidates"], "steps": o["steps"],
+            "guidance": o["guidance"], "truncation": o["truncation"], "sampler": o["sampler"], "eta": o["eta"],
+            "prior": file_info(sources["prior"], "prior"), "clip": sources["clip"],
+        }
+        items.append((f"{slugify(text)}-{o['seed']}", ws, src))
+
+    sweep = o["sweep"]
+    labels = [strength_label(t) for t in sweep]
+    all_ws = torch.stack([w for _, w, _ in items])  # (N, num_ws, w_dim)
+    edited = apply_edit(all_ws, offset, sweep)  # (N, T, num_ws, w_dim)
+    n, t = edited.shape[:2]
+    info(f"rendering {n} latent(s) × {t} strength(s) on {dev}")
+    images = synthesize(G, edited.reshape(n * t, num_ws, w_dim), batch_size=o["batch_size"], device=dev)
+    pil = to_pil(images)
+
+    recipe_common = {
+        **base_recipe("edit"),
+        "generator": gen_info,
+        "directions": [
+            {**s.as_dict(), "name": d.name, "space": d.space, "path": str(d.path) if d.path else None,
+             "sha256": _sha_or_none(d.path)}
+            for d, s in zip(directions, o["specs"])
+        ],
+        "orthogonalize": bool(o["orthogonal"]),
+        "strengths": sweep,
+        "noise_mode": "const",
+        "device": str(dev),
+        "dtype": str(dt).replace("torch.", ""),
+    }
+    out_dir = Path(o["out"]).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: list[dict[str, Any]] = []
+    written: list[Path] = []
+    frame_suffixes = [f"-s{lab}.png" for lab in labels] if o["frames"] else []
+    for idx, (stem, _, src) in enumerate(items):
+        also = frame_suffixes + (["-edits.npz"] if o["save_latents"] else [])
+        strip_path = unique_path(out_dir, stem, "-strip.png", also=also)
+        base = strip_path.name[: -len("-strip.png")]
+        cells = pil[idx * t : (idx + 1) * t]
+        recipe = {**recipe_common, "input": src}
+        strip = make_grid(cells, ncols=t, labels=[f"{lab}" for lab in labels])
+        save_image(strip, strip_path, metadata={RECIPE_KEY: recipe})
+        entry: dict[str, Any] = {"input": src, "strip": str(strip_path), "frames": [], "latents": None}
+        written.append(strip_path)
+        if o["frames"]:
+            for k, (lab, value) in enumerate(zip(labels, sweep)):
+                fp = out_dir / f"{base}-s{lab}.png"
+                save_image(cells[k], fp, metadata={RECIPE_KEY: {**recipe, "strength": value}})
+                entry["frames"].append({"strength": value, "path": str(fp)})
+                written.append(fp)
+        if o["save_latents"]:
+            lp = save_latents(out_dir / f"{base}-edits.npz", edited[idx], strengths=torch.tensor(sweep))
+            entry["latents"] = str(lp)
+            written.append(lp)
+        report.append(entry)
+
+    if o["json_out"]:
+        print_json({
+            "outputs": report,
+            "directions": [{**d.as_dict(), **s.as_dict()} for d, s in zip(directions, o["specs"])],
+            "strengths": sweep,
+            "orthogonalize": bool(o["orthogonal"]),
+            "generator": gen_info,
+            "num_ws": num_ws,
+            "w_dim": w_dim,
+        })
+    else:
+        for p in written:
+            print_line(str(p))
+
+
+def _sha_or_none(path: Optional[Path]) -> Optional[str]:
+    if path is None or not Path(path).is_file():
+        return None
+    from .. import cache
+
+    return cache.sha256_of(path)
+
+
+def _prompt_ws(pipe: Any, text: str, o: dict[str, Any]) -> "torch.Tensor":
+    """One latent ``[num_ws, w_dim]`` for a prompt, sampled as ``c2l sample`` samples it."""
+    res = pipe.sample(
+        [text], num_images=1, candidates=o["candidates"], seed=o["seed"], steps=o["steps"], guidance=o["guidance"],
+        truncation=o["truncation"], sampler=o["sampler"], eta=o["eta"],
+    )
+    ws = res.ws
+    return ws.reshape(-1, *ws.shape[-2:])[0].float().cpu()
