@@ -2,7 +2,8 @@
 
 Layout under the cache root (``C2L_CACHE_DIR`` or the platform's user cache dir for ``c2l``)::
 
-    models/<registry-name>/<file>     registry entries (the URL's file name, so suffixes survive)
+    models/<registry-name>/<file>     registry entries (the URL's file name, so suffixes survive;
+                                      a prior's YAML config sits beside its checkpoint)
     urls/<sha256(url)[:16]>/<file>    files fetched from an arbitrary http(s) URL
     open_clip/                        CLIP weights fetched by open_clip (see clip_cache_dir())
     manifest.json                     expected sha256/size of every downloaded file + hash memo
@@ -79,7 +80,7 @@ def entry_path(name: str) -> Path:
     entry = registry.get(name)
     if entry.kind == "clip":
         return clip_cache_dir()
-    return cache_root() / "models" / entry.name / entry.file_name
+    return cache_root() / "models" / entry.folder_name / entry.file_name
 
 
 def url_path(url: str) -> Path:
@@ -653,12 +654,19 @@ def _ensure(url: str, dest: Path, *, label: str, name: Optional[str], hint: str,
 # public API
 
 
-def fetch(name: str) -> Path:
-    """Registry entry *name* in the cache, downloaded and verified if needed (not for ``clip``)."""
+def fetch(name: str, *, with_requires: bool = True) -> Path:
+    """Registry entry *name* in the cache, downloaded and verified if needed (not for ``clip``).
+
+    Its ``requires`` come with it (unless *with_requires* is False): a prior checkpoint's YAML
+    config lands beside it as ``<stem>.yaml``.
+    """
     entry = registry.get(name)
     if entry.kind == "clip":
         raise UsageError(f"{name} is fetched by open_clip: use c2l_cli.clip.load_clip({entry.spec!r})")
-    return _ensure(entry.url, entry_path(name), label=name, name=name, hint=name, entry=entry)
+    path = _ensure(entry.url, entry_path(name), label=name, name=name, hint=name, entry=entry)
+    for dep in entry.requires if with_requires else ():
+        fetch(dep)
+    return path
 
 
 def fetch_url(url: str) -> Path:

@@ -35,8 +35,8 @@ KIND_ALIASES = {
     "yaml": "prior-yaml",
 }
 
-_NVIDIA_NC = "NVIDIA Source Code License-NC (non-commercial use only)"
-_C2L = "MIT (clip2latent, Justin Pinkney / Lambda Labs; see the model card)"
+_NVIDIA_NC = "NVIDIA Source Code License-NC (non-commercial)"
+_C2L = "MIT (clip2latent; see its model card)"
 _HF_C2L = "https://huggingface.co/lambdalabs/clip2latent/resolve/main"
 _GH_C2L = "https://github.com/justinpinkney/clip2latent/raw/main/directions"
 
@@ -55,6 +55,12 @@ class Entry:
     requires: tuple[str, ...] = ()  # other entries fetched with this one (a prior's YAML config)
     spec: Optional[str] = None  # for kind "clip": the open_clip spec "ARCH:PRETRAINED"
     filename: str = field(default="")  # name of the file in the cache (default: the URL's last part)
+    folder: str = field(default="")  # cache folder under models/ (default: the name; a config shares its checkpoint's)
+
+    @property
+    def folder_name(self) -> str:
+        """The folder under ``<cache>/models`` that holds the file."""
+        return self.folder or self.name
 
     @property
     def file_name(self) -> str:
@@ -99,7 +105,7 @@ _TABLE: tuple[Entry, ...] = (
         name="stylegan3-t-lhq-256",
         url="https://huggingface.co/justinpinkney/stylegan3-t-lhq-256/resolve/main/lhq-256-stylegan3-t-25Mimg.pkl",
         kind="stylegan-pkl",
-        licence="trained with NVIDIA StyleGAN3 (NVIDIA Source Code License, non-commercial); see the model card",
+        licence="StyleGAN3 weights: NVIDIA Source Code License (non-commercial); see its model card",
         description="StyleGAN3-T trained on LHQ landscapes, 256x256 (Justin Pinkney)",
     ),
     Entry(
@@ -114,6 +120,7 @@ _TABLE: tuple[Entry, ...] = (
         name="prior-ffhq-sg2-510-yaml",
         url=f"{_HF_C2L}/ffhq-sg2-510.yaml",
         kind="prior-yaml",
+        folder="prior-ffhq-sg2-510",  # beside its checkpoint: <stem>.ckpt + <stem>.yaml
         licence=_C2L,
         description="training config of prior-ffhq-sg2-510 (network and data settings)",
     ),
@@ -129,6 +136,7 @@ _TABLE: tuple[Entry, ...] = (
         name="prior-lhq-sg3-410-yaml",
         url=f"{_HF_C2L}/lhq-sg3-410.yaml",
         kind="prior-yaml",
+        folder="prior-lhq-sg3-410",  # beside its checkpoint: <stem>.ckpt + <stem>.yaml
         licence=_C2L,
         description="training config of prior-lhq-sg3-410 (network and data settings)",
     ),
