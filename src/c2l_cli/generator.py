@@ -65,12 +65,6 @@ def build_generator(arch: str, config: dict[str, Any]) -> "nn.Module":
     return G
 
 
-def _is_pickle_or_zip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    return head[:1] == b"\x80" or head == b"PK"
-
-
 def _finish(G: "nn.Module", device: Any, dtype: Any, compile: bool) -> "nn.Module":
     import torch
 
@@ -118,8 +112,7 @@ def load_generator(
 
     if path.is_dir():
         raise FormatError(f"{path}: a folder, but not a c2l model folder (no config.json)")
-    if not _is_pickle_or_zip(path):
-        raise FormatError(f"{path}: not an NVIDIA network pickle nor a c2l model folder")
+    # Anything else is read as a pickle: the restricted unpickler is safe on any input.
     net = read_network_pickle(path, key="G_ema")
     if net.class_name != "Generator":
         raise FormatError(f"{path}: G_ema is a {net.class_name}, not a StyleGAN Generator")

@@ -166,7 +166,10 @@ def _load_from_bytes(data: Any) -> Any:
     try:
         obj = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise FormatError(f"refused to load an embedded torch storage ({str(exc).splitlines()[0]})") from exc
+        # torch's message is long; keep the line that names what was refused.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), lines[0] if lines else "refused")
+        raise FormatError(f"refused to load an embedded torch storage: {why}") from exc
     except Exception as exc:  # noqa: BLE001 - any failure of the embedded record means a bad file
         raise FormatError(f"corrupt embedded torch storage ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
