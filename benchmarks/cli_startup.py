@@ -1,0 +1,94 @@
+"""Time `c2l --help` (and a few other no-work commands) in fresh interpreters; print JSON.
+
+The CLI must start in under 0.5 s: command modules import only Typer at module level and torch is
+imported inside command functions. Each run is a new process, as a user's shell would start it.
+
+    python benchmarks/cli_startup.py [--runs 10] [--limit 0.5]
+
+Exit status 1 if the median of `c2l --help` exceeds the limit or if torch was imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+_PROBE = (
+    "import sys\n"
+    "from c2l_cli.cli.app import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "sys.stderr.write('\\nTORCH=' + str('torch' in sys.modules) + '\\n')\n"
+)
+
+
+def _command(args: list[str]) -> list[str]:
+    exe = shutil.which("c2l", path=os.path.dirname(sys.executable)) or shutil.which("c2l")
+    return [exe, *args] if exe else [sys.executable, "-m", "c2l_cli", *args]
+
+
+def time_runs(args: list[str], runs: int, env: dict) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(_command(args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def imports_torch(args: list[str], env: dict) -> bool:
+    p = subprocess.run([sys.executable, "-c", _PROBE, *args], env=env, capture_output=True, text=True)
+    return "TORCH=True" in p.stderr
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--limit", type=float, default=0.5, help="seconds allowed for the median of `c2l --help`")
+    opts = ap.parse_args()
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "C2L_CACHE_DIR": cache}
+        cases = {"--help": ["--help"], "--version": ["--version"], "models --help": ["models", "--help"],
+                 "models list": ["models", "list"]}
+        time_runs(["--version"], 1, env)  # warm the OS file cache and .pyc files
+        py0 = []
+        for _ in range(opts.runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], env=env, check=False)
+            py0.append(time.perf_counter() - t0)
+        results = {}
+        for label, args in cases.items():
+            t = time_runs(args, opts.runs, env)
+            results[label] = {
+                "median_s": round(statistics.median(t), 4),
+                "min_s": round(min(t), 4),
+                "max_s": round(max(t), 4),
+                "imports_torch": imports_torch(args, env),
+            }
+    help_ = results["--help"]
+    ok = help_["median_s"] < opts.limit and not any(r["imports_torch"] for r in results.values())
+    print(json.dumps({
+        "benchmark": "cli_startup",
+        "command": " ".join(_command(["--help"])),
+        "runs": opts.runs,
+        "limit_s": opts.limit,
+        "python_startup_median_s": round(statistics.median(py0), 4),
+        "results": results,
+        "ok": ok,
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+    }, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
