@@ -196,13 +196,15 @@ def load_clip(
     if dt not in (torch.float32, torch.float16, torch.bfloat16):
         raise UsageError(f"CLIP runs in float32, float16 or bfloat16, not {dt}")
     if parsed.kind == "local-dir":
-        model, tokenizer, pp = _load_local_dir(Path(parsed.name), dev, dt, label=spec)
+        model, tokenizer, pp, weights = _load_local_dir(Path(parsed.name), dev, dt, label=spec)
     elif parsed.kind == "hf-hub":
         folder = _fetch_hf_hub(parsed.name, label=spec)
-        model, tokenizer, pp = _load_local_dir(folder, dev, dt, label=spec)
+        model, tokenizer, pp, weights = _load_local_dir(folder, dev, dt, label=spec)
     else:
-        model, tokenizer, pp = _load_builtin(parsed, dev, dt, label=spec)
-    return Clip(model, tokenizer, preprocess_cfg=pp, spec=str(parsed), device=dev, dtype=dt)
+        model, tokenizer, pp, weights = _load_builtin(parsed, dev, dt, label=spec)
+    clip = Clip(model, tokenizer, preprocess_cfg=pp, spec=str(parsed), device=dev, dtype=dt)
+    clip.weights_path = weights
+    return clip
 
 
 def _load_builtin(parsed: ClipSpec, device: torch.device, dtype: torch.dtype, *, label: str):
@@ -265,7 +267,20 @@ def _load_builtin(parsed: ClipSpec, device: torch.device, dtype: torch.dtype, *,
             tokenizer = open_clip.get_tokenizer(arch)
     except Exception as exc:
         raise FormatError(f"could not load the tokenizer of CLIP model {label}: {_one_line(exc)}") from exc
-    return model, tokenizer, _preprocess_cfg_of(model)
+    weights = Path(tag).expanduser() if is_file else _cached_checkpoint(tag_cfg, cache)
+    return model, tokenizer, _preprocess_cfg_of(model), weights
+
+
+def _cached_checkpoint(tag_cfg: dict, cache: Path) -> Optional[Path]:
+    """The cached weight file of an open_clip tag (looked up without the network), or None."""
+    from open_clip import pretrained as oc_pretrained
+
+    try:
+        with _hub_offline(True):
+            found = oc_pretrained.download_pretrained(tag_cfg, cache_dir=str(cache))
+    except Exception:  # not found where expected: the record just lacks a path
+        return None
+    return Path(found) if found else None
 
 
 def _weights_error(exc: BaseException, label: str) -> C2LError:
@@ -379,7 +394,7 @@ def _load_local_dir(folder: Path, device: torch.device, dtype: torch.dtype, *, l
             raise FormatError(f"could not load the tokenizer of CLIP model {label}: {_one_line(exc)}") from exc
     else:
         tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
-    return model, tokenizer, _preprocess_cfg_of(model)
+    return model, tokenizer, _preprocess_cfg_of(model), weights
 
 
 def _build_from_config(model_cfg: dict, pp_cfg: dict, weights: Path, device: torch.device, dtype: torch.dtype):
@@ -445,8 +460,11 @@ class Clip:
     """An open_clip model with its tokenizer and preprocessing, on one device in one dtype.
 
     Attributes: ``spec``, ``device``, ``dtype``, ``dim`` (embedding size), ``image_size`` (an int,
-    or ``(H, W)`` for a non-square input), ``context_length``, ``model`` (the open_clip module).
+    or ``(H, W)`` for a non-square input), ``context_length``, ``model`` (the open_clip module),
+    ``weights_path`` (the weight file loaded, when known).
     """
+
+    weights_path: Optional[Path] = None
 
     def __init__(
         self,
