@@ -45,7 +45,7 @@ def server(monkeypatch):
 
 def leftovers(path: Path) -> list[str]:
     """Temporary files beside *path* (lock files are expected and harmless)."""
-    return sorted(p.name for p in path.parent.iterdir() if p.name.endswith(".part") or ".tmp" in p.name)
+    return sorted(p.name for p in path.parent.iterdir() if ".part" in p.name or ".tmp" in p.name)
 
 
 def set_entry(monkeypatch, name: str, **changes) -> None:
@@ -142,8 +142,41 @@ def test_interrupted_download_resumes_next_time(server):
     dest = cache.entry_path("direction-age")
     dest.parent.mkdir(parents=True)
     (dest.parent / ".age.pt.part").write_bytes(data[:150_000])  # left by a killed process
+    (dest.parent / ".age.pt.part.json").write_text(json.dumps({"url": AGE_URL, "validator": '"v1"'}))
     assert cache.resolve("direction-age").read_bytes() == data
     assert [r.range for r in server.gets("age.pt")] == ["bytes=150000-"]
+    assert leftovers(dest) == []
+
+
+def test_partial_file_of_another_url_is_not_resumed(server):
+    data = payload(400_000)
+    server.add_url(AGE_URL, data)
+    dest = cache.entry_path("direction-age")
+    dest.parent.mkdir(parents=True)
+    (dest.parent / ".age.pt.part").write_bytes(payload(150_000, seed=4))
+    (dest.parent / ".age.pt.part.json").write_text(json.dumps({"url": "https://elsewhere/age.pt"}))
+    assert cache.resolve("direction-age").read_bytes() == data
+    assert [r.range for r in server.gets("age.pt")] == [None]
+    assert leftovers(dest) == []
+
+
+def test_interrupted_process_leaves_a_resumable_partial_file(server, monkeypatch):
+    data = payload(500_000)
+    server.add_url(AGE_URL, data, cut_after=200_000, cut_times=1)
+    real_sleep = cache.time.sleep
+
+    def ctrl_c(_s):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache.time, "sleep", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        cache.resolve("direction-age")  # Ctrl-C while waiting to retry
+    dest = cache.entry_path("direction-age")
+    assert not dest.exists()
+    assert leftovers(dest) == [".age.pt.part", ".age.pt.part.json"]
+    monkeypatch.setattr(cache.time, "sleep", real_sleep)
+    assert cache.resolve("direction-age").read_bytes() == data
+    assert server.gets("age.pt")[-1].range.startswith("bytes=1")
     assert leftovers(dest) == []
 
 
@@ -153,6 +186,7 @@ def test_stale_partial_file_of_another_version_is_discarded(server):
     dest = cache.entry_path("direction-age")
     dest.parent.mkdir(parents=True)
     (dest.parent / ".age.pt.part").write_bytes(payload(150_000, seed=9))
+    (dest.parent / ".age.pt.part.json").write_text(json.dumps({"url": AGE_URL}))
     assert cache.resolve("direction-age").read_bytes() == data
 
 
@@ -393,3 +427,19 @@ def test_verify_reports_and_removes_bad_files(server):
     assert results["direction-age"].removed and not age.exists()
     # its expected sha256 is kept, so the re-download is still checked
     assert cache.resolve("direction-age").read_bytes() == payload(1000)
+
+
+def test_progress_bar_on_a_terminal(server, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from c2l_cli.cli import output
+
+    buf = io.StringIO()
+    monkeypatch.setattr(output, "stderr_console", lambda: Console(file=buf, force_terminal=True, width=120))
+    data = payload(300_000)
+    server.add_url(AGE_URL, data)
+    assert cache.resolve("direction-age").read_bytes() == data
+    text = buf.getvalue()
+    assert "direction-age" in text and "300.0/300.0 kB" in text and "/s" in text  # bytes, speed

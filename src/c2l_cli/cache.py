@@ -423,14 +423,17 @@ def _stream(url: str, part: Path, *, label: str, expect_size: Optional[int], res
     from ._version import __version__
 
     fetch_url = mirror_url(url)
-    if resume and part.exists():
+    validator: Optional[str] = None
+    meta = _part_meta(part)
+    saved = _read_json(meta) if resume and part.exists() else {}
+    if saved.get("url") == url:  # a partial file of this URL: resume (If-Range guards against a new version)
         h, have = _hash_prefix(part)
+        validator = saved.get("validator") if isinstance(saved.get("validator"), str) else None
     else:
-        part.unlink(missing_ok=True)
+        _discard(part)
         h, have = hashlib.sha256(), 0
     total = expect_size
     server_sha: Optional[str] = None
-    validator: Optional[str] = None
     failures = 0
     progress = _Progress(label, fetch_url)
     session = requests.Session()
@@ -477,6 +480,9 @@ def _stream(url: str, part: Path, *, label: str, expect_size: Optional[int], res
                         total = length
                     etag = r.headers.get("ETag")
                     validator = etag if etag and not etag.startswith("W/") else r.headers.get("Last-Modified")
+                    if mode == "wb":  # remember what the partial file is, so a later run can resume it
+                        with contextlib.suppress(OSError):
+                            meta.write_text(json.dumps({"url": url, "validator": validator}))
                     progress.start(total, have)
                     with open(part, mode) as fh:
                         for chunk in r.iter_content(NET_CHUNK):
@@ -493,7 +499,7 @@ def _stream(url: str, part: Path, *, label: str, expect_size: Optional[int], res
             except (_Retry, requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as exc:
                 if isinstance(exc, _Restart):
-                    part.unlink(missing_ok=True)
+                    _discard(part)
                     h, have = hashlib.sha256(), 0
                 failures = 0 if have > start_have else failures + 1
                 if failures > RETRIES:
@@ -511,6 +517,25 @@ def _stream(url: str, part: Path, *, label: str, expect_size: Optional[int], res
     if total is not None and have != total:
         raise ChecksumError(f"{label}: received {have} bytes but the server announced {total}")
     return _Fetched(sha256=h.hexdigest(), size=have, server_sha256=server_sha)
+
+
+def _part_meta(part: Path) -> Path:
+    """The sidecar of a partial download: ``{"url", "validator"}`` (ETag or Last-Modified)."""
+    return part.with_name(part.name + ".json")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _discard(part: Path) -> None:
+    """Remove a partial download and its sidecar."""
+    part.unlink(missing_ok=True)
+    _part_meta(part).unlink(missing_ok=True)
 
 
 def _short(exc: BaseException) -> str:
@@ -539,7 +564,7 @@ def _download(url: str, dest: Path, *, label: str, name: Optional[str], registry
         part = dest.parent / f".{dest.name}.part"
     else:  # no lock: a private temporary file, so concurrent writers never mix bytes
         part = dest.parent / f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
-    leftover = exclusive and part.exists() and part.stat().st_size > 0
+    leftover = exclusive and part.exists() and part.stat().st_size > 0 and _part_meta(part).exists()
 
     def expectation(got: _Fetched) -> tuple[Optional[str], str]:
         if registry_sha:
@@ -554,7 +579,7 @@ def _download(url: str, dest: Path, *, label: str, name: Optional[str], registry
         got = _stream(url, part, label=label, expect_size=registry_size, resume=leftover)
         want, source = expectation(got)
         if want and got.sha256 != want:
-            part.unlink(missing_ok=True)
+            _discard(part)
             if not leftover:
                 raise _mismatch(label, got.sha256, want, source)
             # the partial file may be from another version of the file: start once afresh
@@ -562,16 +587,17 @@ def _download(url: str, dest: Path, *, label: str, name: Optional[str], registry
             got = _stream(url, part, label=label, expect_size=registry_size, resume=False)
             want, source = expectation(got)
             if want and got.sha256 != want:
-                part.unlink(missing_ok=True)
+                _discard(part)
                 raise _mismatch(label, got.sha256, want, source)
         os.replace(part, dest)
+        _part_meta(part).unlink(missing_ok=True)
         _fsync_dir(dest.parent)
     except ChecksumError:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise
     except BaseException:
         if not exclusive:  # a private temp file cannot be resumed by anyone: remove it
-            part.unlink(missing_ok=True)
+            _discard(part)
         raise
     _record_file(dest, sha256=got.sha256, size=got.size, url=url, name=name, source=source)
     _memoise(dest, got.sha256)
@@ -771,7 +797,8 @@ def cached_files() -> list[Path]:
     for sub in ("models", "urls"):
         base = cache_root() / sub
         if base.is_dir():
-            out.extend(sorted(p for p in base.rglob("*") if p.is_file() and not p.name.endswith(".lock")))
+            out.extend(sorted(p for p in base.rglob("*")
+                              if p.is_file() and not p.name.endswith((".lock", ".part.json"))))
     return out
 
 
