@@ -40,10 +40,10 @@ def direction(
     positive: str = typer.Argument(..., help="The prompt the direction points toward."),
     negative: str = typer.Argument(..., help="The prompt the direction points away from."),
     samples: int = typer.Option(64, "--samples", "-n", help="Latents sampled per prompt."),
-    seed: int = typer.Option(0, "--seed", help="Sample i of each set uses seed SEED+i (as in `c2l sample`)."),
+    seed: int = typer.Option(0, "--seed", "-s", help="Run seed: sample i of both sets uses the noise of `c2l sample --seed SEED`'s candidate i."),
     steps: int = typer.Option(4, "--steps", help="Diffusion steps."),
-    guidance: float = typer.Option(2.0, "--guidance", help="Classifier-free guidance scale."),
-    truncation: float = typer.Option(1.0, "--truncation", help="Truncation toward the mean latent."),
+    guidance: float = typer.Option(2.0, "--guidance", "-g", help="Classifier-free guidance scale."),
+    truncation: float = typer.Option(1.0, "--truncation", "-t", help="Truncation toward the mean latent."),
     sampler: str = typer.Option("reference", "--sampler", help="reference, ddpm or ddim."),
     eta: float = typer.Option(0.0, "--eta", help="With --sampler ddim: the DDIM eta."),
     layers: Optional[str] = typer.Option(
@@ -63,28 +63,29 @@ def direction(
     clip: Optional[str] = typer.Option(None, "--clip", help="The CLIP model (ARCH:PRETRAINED, hf-hub:…, local-dir:…)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA), float32, float16, bfloat16."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Latents sampled at once."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Latents sampled at once (does not change results)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
 ) -> None:
     """Find an edit direction from two prompts (see DIRECTION_HELP)."""
     from ..errors import UsageError
     from ..latents import parse_layers, parse_strengths
-    from .edit import check_positive, check_sampler
+    from ..pipeline import MAX_SEED, SampleSettings, validate_settings
+    from .edit import check_positive
 
     if not positive.strip() or not negative.strip():
         raise UsageError("both prompts must be non-empty")
     if positive.strip() == negative.strip():
         raise UsageError("the two prompts are the same: there is no direction between them")
     check_positive(samples, "--samples")
-    check_positive(steps, "--steps")
-    check_positive(truncation, "--truncation")
-    check_positive(batch_size, "--batch-size")
     check_positive(preview_count, "--preview-count")
-    sampler = check_sampler(sampler)
+    sampler = sampler.strip().lower()
+    # the same checks (and messages) as `c2l sample`, before anything is loaded
+    validate_settings(SampleSettings(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
+                                     candidates=1, num_images=1, batch_size=batch_size))
     layer_spec = parse_layers(layers) if layers is not None else None
     sweep = parse_strengths(preview_strengths) if preview else None
-    if seed < 0 or seed + samples > 2**63:
-        raise UsageError(f"--seed {seed} is out of range")
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in [0, 2^63-1], got {seed}")
     if out is not None and Path(out).expanduser().is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give a file name")
 
@@ -98,20 +99,21 @@ def direction(
 
 def sample_sets(pipe: Any, positive: str, negative: str, *, samples: int, seed: int, batch_size: int,
                 **settings: Any) -> "tuple[torch.Tensor, torch.Tensor]":
-    """``samples`` latents per prompt ``[samples, num_ws, w_dim]`` each (float32, CPU).
+    """``samples`` latents per prompt, ``[samples, num_ws, w_dim]`` each (float32, CPU).
 
-    Sample i of both sets uses seed ``seed + i``: the two sets share their diffusion noise, so their
-    difference reflects the prompts, not the noise.
+    Sample i of *both* sets draws its diffusion noise from ``candidate_seed(seed, 0, i)`` — the noise of
+    candidate i of ``c2l sample PROMPT --seed SEED`` — so the positive set is exactly those candidates and
+    the two sets differ only by their prompt, not by their noise.
     """
     import torch
 
     from ..latents import iter_chunks
+    from ..pipeline import candidate_seed
 
     embeds = pipe.embed_texts([positive, negative])  # (2, D)
-    seeds = [seed + i for i in range(samples)]
+    seeds = [candidate_seed(seed, 0, i) for i in range(samples)]
     pos, neg = [], []
-    half = max(1, batch_size // 2)
-    for sl in iter_chunks(samples, half):
+    for sl in iter_chunks(samples, max(1, batch_size // 2)):
         chunk = seeds[sl]
         k = len(chunk)
         emb = torch.cat([embeds[:1].expand(k, -1), embeds[1:2].expand(k, -1)])  # (2k, D)
@@ -127,25 +129,23 @@ def _run_direction(**o: Any) -> None:
     from ..devices import resolve_device, resolve_dtype
     from ..images import RECIPE_KEY, make_grid, save_image, slugify, to_pil, unique_path
     from ..latents import apply_edit, direction_from_latents, save_direction, strength_label
-    from ..pipeline import Pipeline
-    from .edit import base_recipe, file_info, model_sources, synthesize
+    from ..pipeline import Pipeline, SampleSettings, validate_settings
+    from .edit import base_recipe
     from .output import info, print_json, print_line
 
     dev = resolve_device(o["device"])
     dt = resolve_dtype(o["dtype"], dev)
-    sources = model_sources(o["model"], o["generator"], o["prior"], o["clip"])
-    pipe = Pipeline.from_sources(
-        model=o["model"], generator=o["generator"], prior=o["prior"], clip=o["clip"], device=dev, dtype=dt
-    )
+    pipe = Pipeline.from_sources(o["model"], o["generator"], o["prior"], o["clip"], device=dev, dtype=dt, progress=info)
     G = pipe.generator
     num_ws, w_dim = int(G.num_ws), int(G.w_dim)
-    if o["layer_spec"] is not None:
-        o["layer_spec"].indices(num_ws)  # a range beyond this generator is a usage error, before sampling
-
     settings = {
         "steps": o["steps"], "guidance": o["guidance"], "truncation": o["truncation"], "sampler": o["sampler"],
         "eta": o["eta"],
     }
+    validate_settings(SampleSettings(**settings, candidates=1, num_images=1), timesteps=pipe.timesteps)
+    if o["layer_spec"] is not None:
+        o["layer_spec"].indices(num_ws)  # a range beyond this generator is a usage error, before sampling
+
     info(f"sampling {o['samples']} latents for each prompt on {dev}")
     pos, neg = sample_sets(
         pipe, o["positive"], o["negative"], samples=o["samples"], seed=o["seed"], batch_size=o["batch_size"], **settings
@@ -157,25 +157,23 @@ def _run_direction(**o: Any) -> None:
         "prompts": {"positive": o["positive"], "negative": o["negative"]},
         "samples": o["samples"],
         "seed": o["seed"],
-        "seeds": [o["seed"], o["seed"] + o["samples"] - 1],
+        "seeding": "sample i of both sets: candidate_seed(seed, 0, i), as c2l sample's candidates",
         **settings,
         "space": found["space"],
         "layers": found["layers"],
         "distance": found["distance"],
+        "normalisation": "unit norm" if found["space"] == "w" else "unit norm on each chosen layer",
         "w_dim": w_dim,
         "num_ws": num_ws,
-        "model": o["model"] if not (o["generator"] and o["prior"] and o["clip"]) else None,
-        "generator": file_info(sources["generator"], "generator"),
-        "prior": file_info(sources["prior"], "prior"),
-        "clip": sources["clip"],
-        "normalisation": "unit norm" if found["space"] == "w" else "unit norm per chosen layer",
+        "models": pipe.models,
+        "device": str(dev),
+        "dtype": str(dt).replace("torch.", ""),
     }
     if o["out"] is not None:
         path = Path(o["out"]).expanduser()
     else:
         stem = f"{slugify(o['positive'], 32)}-vs-{slugify(o['negative'], 32)}"
-        also = ["-preview.png"] if o["sweep"] else []
-        path = unique_path(Path.cwd(), stem, ".safetensors", also=[f"{s}" for s in also])
+        path = unique_path(Path.cwd(), stem, ".safetensors", also=["-preview.png"] if o["sweep"] else [])
     save_direction(path, vec, meta)
 
     preview_path = None
@@ -189,15 +187,15 @@ def _run_direction(**o: Any) -> None:
         offset = vec.expand(num_ws, w_dim) if vec.ndim == 1 else vec  # (num_ws, w_dim)
         edited = apply_edit(rows, offset, sweep)  # (R, T, num_ws, w_dim)
         r, t = edited.shape[:2]
-        images = to_pil(synthesize(G, edited.reshape(r * t, num_ws, w_dim), batch_size=8, device=dev))
+        images = to_pil(pipe.synthesize(edited.reshape(r * t, num_ws, w_dim), batch_size=8).float().cpu())
         labels = [f"{names[i]} {strength_label(s)}" for i in range(r) for s in sweep]
         preview_path = path.with_name(f"{path.stem}-preview.png")
-        recipe = {**meta, "direction_file": str(path), "preview_strengths": sweep,
-                  "preview_rows": names}
+        recipe = {**meta, "direction_file": str(path.resolve()), "preview_strengths": sweep, "preview_rows": names}
         save_image(make_grid(images, ncols=t, labels=labels), preview_path, metadata={RECIPE_KEY: recipe})
 
     if o["json_out"]:
         print_json({
+            "command": "direction",
             "path": str(path),
             "preview": str(preview_path) if preview_path else None,
             "shape": list(vec.shape),

@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_STRENGTHS = "-3,-1.5,0,1.5,3"
 DEFAULT_OUT = "c2l-out"
-SAMPLERS = ("reference", "ddpm", "ddim")
 
 EDIT_HELP = (
     "Edit images through StyleGAN's latent space: one labelled strip per latent, one frame per strength.\n\n"
@@ -76,16 +75,6 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None
         raise UsageError(f"{name} must be {'at least 0' if allow_zero else 'positive'}, got {value:g}")
 
 
-def check_sampler(sampler: str) -> str:
-    """The sampler name, lower-cased; an unknown one is a UsageError."""
-    from ..errors import UsageError
-
-    key = (sampler or "").strip().lower()
-    if key not in SAMPLERS:
-        raise UsageError(f"unknown sampler {sampler!r} (use one of {', '.join(SAMPLERS)})")
-    return key
-
-
 def model_sources(model: str, generator: Optional[str], prior: Optional[str], clip: Optional[str]) -> dict[str, str]:
     """The generator / prior / CLIP sources: explicit options, else the ``--model`` bundle's."""
     from .. import registry
@@ -100,58 +89,42 @@ def model_sources(model: str, generator: Optional[str], prior: Optional[str], cl
 
 
 def file_info(source: str, kind: str) -> dict[str, Any]:
-    """``{"source", "sha256"}`` of a model file for recipes (sha256 None for folders / CLIP specs)."""
+    """``{"source", "sha256"}`` of a model file for recipes (a native folder: its weights file)."""
     from .. import cache
 
     info: dict[str, Any] = {"source": str(source), "sha256": None}
-    try:
-        path = Path(cache.resolve(source, kind=kind))
-    except Exception:  # noqa: BLE001 - recipes must not fail on bookkeeping; loading reports real errors
-        return info
+    path = Path(cache.resolve(source, kind=kind))
+    if path.is_file() and path.suffix != "" and Path(str(source)).expanduser().exists():
+        info["source"] = str(path.resolve())
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"
     if path.is_file():
         info["sha256"] = cache.sha256_of(path)
     return info
 
 
-def generator_dtype(G: Any) -> "torch.dtype":
-    """The dtype of the generator's parameters (what synthesis expects)."""
-    import torch
+def load_generator_pipeline(source: str, device: Any, dtype: Any) -> Any:
+    """A generator-only :class:`~c2l_cli.pipeline.Pipeline` (no prior, no CLIP) with its recipe record."""
+    from .. import cache
+    from ..generator import load_generator
+    from ..pipeline import Pipeline
 
-    for p in G.parameters():
-        if torch.is_floating_point(p):
-            return p.dtype
-    return torch.float32
-
-
-def synthesize(G: Any, ws: "torch.Tensor", *, batch_size: int = 8, device: Any = None) -> "torch.Tensor":
-    """``G.synthesis(ws, noise_mode="const")`` in batches → float32 images ``[B, 3, H, W]`` on the CPU."""
-    import torch
-
-    from ..latents import iter_chunks
-
-    dev = device if device is not None else next(G.parameters()).device
-    dtype = generator_dtype(G)
-    out = []
-    with torch.inference_mode():
-        for sl in iter_chunks(ws.shape[0], batch_size):
-            img = G.synthesis(ws[sl].to(device=dev, dtype=dtype), noise_mode="const")
-            out.append(img.float().cpu())
-    return torch.cat(out)
+    record = file_info(source, "generator")
+    G = load_generator(cache.resolve(source, kind="generator"), device=device, dtype=dtype)
+    return Pipeline(G, None, None, device, models={"generator": record})
 
 
-def seed_ws(G: Any, seeds: list[int], truncation: float, *, device: Any = None) -> "torch.Tensor":
-    """Plain StyleGAN latents for *seeds*: z from ``numpy.random.RandomState(seed).randn(1, z_dim)``
-    (the convention of NVIDIA's ``gen_images.py``, so ``--seeds 85`` is NVIDIA's seed 85), then
-    ``G.mapping(z, truncation_psi)`` → ``[len(seeds), num_ws, w_dim]`` float32 on the CPU."""
-    import numpy as np
-    import torch
+def check_out_dir(out: Path) -> Path:
+    """Create the output folder (a file in its place is an error) before any model is loaded."""
+    from ..errors import C2LError
 
-    dev = device if device is not None else next(G.parameters()).device
-    z = np.concatenate([np.random.RandomState(s).randn(1, int(G.z_dim)) for s in seeds])  # (N, z_dim)
-    with torch.inference_mode():
-        zt = torch.from_numpy(z).to(device=dev, dtype=torch.float32)
-        ws = G.mapping(zt, None, truncation_psi=float(truncation))
-    return ws.float().cpu()
+    if out.exists() and not out.is_dir():
+        raise C2LError(f"cannot write to output folder {out}: it is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise C2LError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    return out
 
 
 def base_recipe(command: str) -> dict[str, Any]:
@@ -187,13 +160,15 @@ def edit(
     ),
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Sample a latent for this prompt (repeatable)."),
     seeds: Optional[str] = typer.Option(
-        None, "--seeds", help="Plain StyleGAN samples for these seeds (0,3,7-9; NVIDIA's z convention)."
+        None, "--seeds", help="Plain StyleGAN samples: G.mapping of one z per seed (0,3,7-9; ranges inclusive)."
     ),
-    seed: int = typer.Option(0, "--seed", help="With --prompt: the sampling seed (as in `c2l sample`)."),
-    candidates: int = typer.Option(1, "--candidates", help="With --prompt: keep the best of this many by CLIP score."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="With --prompt: the run seed, as in `c2l sample` (default: random; always recorded)."
+    ),
+    candidates: int = typer.Option(16, "--candidates", "-c", help="With --prompt: keep the best of this many by CLIP score."),
     steps: int = typer.Option(4, "--steps", help="With --prompt: diffusion steps."),
-    guidance: float = typer.Option(2.0, "--guidance", help="With --prompt: classifier-free guidance scale."),
-    truncation: float = typer.Option(1.0, "--truncation", help="Truncation of --prompt (prior) and --seeds (mapping) latents."),
+    guidance: float = typer.Option(2.0, "--guidance", "-g", help="With --prompt: classifier-free guidance scale."),
+    truncation: float = typer.Option(1.0, "--truncation", "-t", help="Truncation of --prompt (prior) and --seeds (mapping) latents."),
     sampler: str = typer.Option("reference", "--sampler", help="With --prompt: reference, ddpm or ddim."),
     eta: float = typer.Option(0.0, "--eta", help="With --prompt and --sampler ddim: the DDIM eta."),
     out: Path = typer.Option(Path(DEFAULT_OUT), "--out", "-o", help="Output folder (never overwrites)."),
@@ -205,7 +180,7 @@ def edit(
     clip: Optional[str] = typer.Option(None, "--clip", help="With --prompt: the CLIP model (ARCH:PRETRAINED, hf-hub:…, local-dir:…)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA), float32, float16, bfloat16."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Images synthesised at once."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images synthesised at once."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
 ) -> None:
     """Edit latents along directions (see EDIT_HELP)."""
@@ -227,14 +202,17 @@ def edit(
     for f in files:
         if not Path(f).expanduser().is_file():
             raise UsageError(f"latent file {str(f)!r} does not exist")
-    check_positive(batch_size, "--batch-size")
-    if prompts:
-        check_positive(steps, "--steps")
-        check_positive(candidates, "--candidates")
-        check_positive(truncation, "--truncation")
-        sampler = check_sampler(sampler)
-    if not 0 <= seed < 2**63:
-        raise UsageError(f"--seed {seed} is out of range")
+    from ..pipeline import MAX_SEED, SampleSettings, random_seed, validate_settings
+
+    sampler = sampler.strip().lower()
+    # the same checks (and messages) as `c2l sample`, before anything is loaded
+    validate_settings(SampleSettings(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
+                                     candidates=candidates, num_images=1, batch_size=batch_size))
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in [0, 2^63-1], got {seed}")
+    if prompts and seed is None:
+        seed = random_seed()
+    out = check_out_dir(Path(out).expanduser())
 
     _run_edit(
         specs=specs,
@@ -268,73 +246,71 @@ def _run_edit(**o: Any) -> None:
     import torch
 
     from ..devices import resolve_device, resolve_dtype
-    from ..images import make_grid, save_image, slugify, to_pil, unique_path, RECIPE_KEY
-    from ..latents import combine_offsets, load_direction, load_latents, orthogonalize, save_latents, strength_label
-    from ..latents import apply_edit
+    from ..images import RECIPE_KEY, make_grid, save_image, slugify, to_pil, unique_path
+    from ..latents import apply_edit, combine_offsets, load_direction, load_latents, orthogonalize, save_latents
+    from ..latents import strength_label
     from .output import info, print_json, print_line
 
     dev = resolve_device(o["device"])
     dt = resolve_dtype(o["dtype"], dev)
-    sources = model_sources(o["model"], o["generator"], o["prior"], o["clip"])
 
-    # ---- directions are read (and their shapes checked) before any sampling
+    # ---- directions are read before any model is loaded (an unknown name fails fast)
     directions = [load_direction(s.source) for s in o["specs"]]
 
     # ---- the generator (and, for --prompt, the whole pipeline)
-    pipe = None
     if o["prompts"]:
         from ..pipeline import Pipeline
 
         pipe = Pipeline.from_sources(
-            model=o["model"], generator=o["generator"], prior=o["prior"], clip=o["clip"], device=dev, dtype=dt
+            o["model"], o["generator"], o["prior"], o["clip"], device=dev, dtype=dt, progress=info
         )
-        G = pipe.generator
     else:
-        from ..generator import load_generator
-
-        G = load_generator(sources["generator"], device=dev, dtype=dt)
+        source = o["generator"] or model_sources(o["model"], None, "-", "-")["generator"]
+        info(f"loading generator {source}")
+        pipe = load_generator_pipeline(source, dev, dt)
+    G = pipe.generator
     num_ws, w_dim = int(G.num_ws), int(G.w_dim)
     for d in directions:
-        d.check(w_dim, num_ws)
+        d.check(w_dim, num_ws)  # a direction for another model is an error, never a broadcast
     offsets = [d.offset(num_ws, s.layers) for d, s in zip(directions, o["specs"])]  # each (num_ws, w_dim)
     if o["orthogonal"]:
         offsets = orthogonalize(offsets, [s.text for s in o["specs"]])
     offset = combine_offsets(offsets, [s.strength for s in o["specs"]])  # (num_ws, w_dim)
-    gen_info = file_info(sources["generator"], "generator")
 
-    # ---- the latents to edit: (stem, ws [num_ws, w_dim], source description)
+    # ---- the latents to edit: (stem, ws [num_ws, w_dim], where it came from)
     items: list[tuple[str, torch.Tensor, dict[str, Any]]] = []
     for f in o["files"]:
-        ws = load_latents(f, num_ws=num_ws, w_dim=w_dim)
+        ws = load_latents(f, num_ws=num_ws, w_dim=w_dim)  # (N, num_ws, w_dim)
         stem = Path(f).stem
         for i in range(ws.shape[0]):
-            src = {"type": "latents", "path": str(f), "index": i}
+            src = {"type": "latents", "path": str(Path(f).expanduser().resolve()), "index": i}
             items.append((stem if ws.shape[0] == 1 else f"{stem}-{i}", ws[i], src))
     if o["seed_list"]:
-        ws = seed_ws(G, o["seed_list"], o["truncation"], device=dev)
+        ws = pipe.random_ws(o["seed_list"], o["truncation"]).float().cpu()  # (S, num_ws, w_dim)
         for s, w in zip(o["seed_list"], ws):
             items.append((f"seed{s:04d}", w, {"type": "seed", "seed": s, "truncation": o["truncation"]}))
-    for k, text in enumerate(o["prompts"]):
-        ws = _prompt_ws(pipe, text, o)
-        src = {
-            "type": "prompt", "prompt": text, "seed": o["seed"], "candidates": o["candidates"], "steps": o["steps"],
-            "guidance": o["guidance"], "truncation": o["truncation"], "sampler": o["sampler"], "eta": o["eta"],
-            "prior": file_info(sources["prior"], "prior"), "clip": sources["clip"],
-        }
-        items.append((f"{slugify(text)}-{o['seed']}", ws, src))
+    if o["prompts"]:
+        res = pipe.sample(
+            o["prompts"], num_images=1, candidates=o["candidates"], seed=o["seed"], steps=o["steps"],
+            guidance=o["guidance"], truncation=o["truncation"], sampler=o["sampler"], eta=o["eta"],
+            batch_size=o["batch_size"], progress=info,
+        )
+        for i, item in enumerate(res.items):
+            src = {"type": "prompt", "recipe": pipe.recipe(res, i)}
+            items.append((f"{slugify(item.prompt or 'prompt')}-{res.seed}", res.ws[i].float().cpu(), src))
 
     sweep = o["sweep"]
     labels = [strength_label(t) for t in sweep]
     all_ws = torch.stack([w for _, w, _ in items])  # (N, num_ws, w_dim)
     edited = apply_edit(all_ws, offset, sweep)  # (N, T, num_ws, w_dim)
     n, t = edited.shape[:2]
-    info(f"rendering {n} latent(s) × {t} strength(s) on {dev}")
-    images = synthesize(G, edited.reshape(n * t, num_ws, w_dim), batch_size=o["batch_size"], device=dev)
+    info(f"rendering {n} latent{'s' if n != 1 else ''} × {t} strength{'s' if t != 1 else ''} on {dev}")
+    images = pipe.synthesize(edited.reshape(n * t, num_ws, w_dim), batch_size=o["batch_size"]).float().cpu()
     pil = to_pil(images)
 
     recipe_common = {
         **base_recipe("edit"),
-        "generator": gen_info,
+        "models": pipe.models,
         "directions": [
             {**s.as_dict(), "name": d.name, "space": d.space, "path": str(d.path) if d.path else None,
              "sha256": _sha_or_none(d.path)}
@@ -347,7 +323,6 @@ def _run_edit(**o: Any) -> None:
         "dtype": str(dt).replace("torch.", ""),
     }
     out_dir = Path(o["out"]).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
     report: list[dict[str, Any]] = []
     written: list[Path] = []
     frame_suffixes = [f"-s{lab}.png" for lab in labels] if o["frames"] else []
@@ -357,8 +332,7 @@ def _run_edit(**o: Any) -> None:
         base = strip_path.name[: -len("-strip.png")]
         cells = pil[idx * t : (idx + 1) * t]
         recipe = {**recipe_common, "input": src}
-        strip = make_grid(cells, ncols=t, labels=[f"{lab}" for lab in labels])
-        save_image(strip, strip_path, metadata={RECIPE_KEY: recipe})
+        save_image(make_grid(cells, ncols=t, labels=labels), strip_path, metadata={RECIPE_KEY: recipe})
         entry: dict[str, Any] = {"input": src, "strip": str(strip_path), "frames": [], "latents": None}
         written.append(strip_path)
         if o["frames"]:
@@ -375,11 +349,12 @@ def _run_edit(**o: Any) -> None:
 
     if o["json_out"]:
         print_json({
+            "command": "edit",
             "outputs": report,
             "directions": [{**d.as_dict(), **s.as_dict()} for d, s in zip(directions, o["specs"])],
             "strengths": sweep,
             "orthogonalize": bool(o["orthogonal"]),
-            "generator": gen_info,
+            "models": pipe.models,
             "num_ws": num_ws,
             "w_dim": w_dim,
         })
@@ -394,13 +369,3 @@ def _sha_or_none(path: Optional[Path]) -> Optional[str]:
     from .. import cache
 
     return cache.sha256_of(path)
-
-
-def _prompt_ws(pipe: Any, text: str, o: dict[str, Any]) -> "torch.Tensor":
-    """One latent ``[num_ws, w_dim]`` for a prompt, sampled as ``c2l sample`` samples it."""
-    res = pipe.sample(
-        [text], num_images=1, candidates=o["candidates"], seed=o["seed"], steps=o["steps"], guidance=o["guidance"],
-        truncation=o["truncation"], sampler=o["sampler"], eta=o["eta"],
-    )
-    ws = res.ws
-    return ws.reshape(-1, *ws.shape[-2:])[0].float().cpu()
