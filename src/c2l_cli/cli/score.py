@@ -91,6 +91,7 @@ def score(
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # scripts get clean stderr: warnings and errors only
     )
     with warnings.catch_warnings(), progress:
         warnings.simplefilter("always", PromptTruncatedWarning)
