@@ -548,31 +548,34 @@ class Pipeline:
             sseeds = [style_seed(seed, p, c) for p, c in zip(rows_p, rows_c)]
             ws = self.mix(ws, sseeds, s.style_mix, s.truncation)
 
-        # synthesis + re-ranking in batches; a running top-K per prompt keeps memory at K + batch images
-        all_scores = torch.empty(P * C, dtype=torch.float32)
-        kept: dict[int, list[tuple[float, int, "torch.Tensor"]]] = {p: [] for p in range(P)}
+        # synthesis + re-ranking in batches spanning prompts; scores stay on the device (one sync at the end)
+        scores = torch.empty(P * C, dtype=torch.float32, device=self.device)
         bs = s.batch_size
         nb = math.ceil(P * C / bs)
         for b, j0 in enumerate(range(0, P * C, bs)):
             j1 = min(j0 + bs, P * C)
             say(f"synthesising and scoring batch {b + 1}/{nb}")
             imgs = self.synthesize(ws[j0:j1], bs, s.noise_mode)  # (b, 3, H, W)
-            sc = self.score(imgs, embed[j0:j1]).float().cpu()  # one host sync per batch
-            all_scores[j0:j1] = sc
-            for r, j in enumerate(range(j0, j1)):
-                p = rows_p[j]
-                kept[p].append((float(sc[r]), rows_c[j], imgs[r]))
-            for p in set(rows_p[j0:j1]):
-                # best score first; ties keep the lower candidate index (independent of batching)
-                kept[p] = sorted(kept[p], key=lambda e: (-e[0], e[1]))[:K]
+            scores[j0:j1] = self.score(imgs, embed[j0:j1]).float()
             del imgs
+        all_scores = scores.cpu().view(P, C)
 
+        # keep the best K per prompt (ties: the lower candidate index), then render each kept image
+        # on its own (batch of 1) so its pixels depend only on its seeds, never on the batching —
+        # exactly what replay() computes from the recipe.
         images, out_ws, items, out_seeds = [], [], [], []
+        say(f"rendering the best {K} of {C} for {P} prompt{'s' if P > 1 else ''}")
         for p in range(P):
-            for rank, (score, c, img) in enumerate(kept[p]):
+            row = all_scores[p].tolist()
+            best = sorted(range(C), key=lambda c: (-row[c], c))[:K]
+            cond_p = cond[p : p + 1] if P == 1 else self.conditions(
+                [labels[p]] if labels[p] is not None else None, image, image_weight)[1]  # (1, D)
+            for rank, c in enumerate(best):
                 j = p * C + c
-                images.append(img.float().cpu())
-                out_ws.append(ws[j].float().cpu())
+                img, w = self.render(cond_p, seeds[j], sseeds[j], s)
+                score = float(self.score(img, cond_p).float().cpu()[0])
+                images.append(img[0].float().cpu())
+                out_ws.append(w[0].float().cpu())
                 out_seeds.append(seeds[j])
                 items.append(SampleItem(labels[p], p, rank, c, seeds[j], sseeds[j], score))
         image_condition = None
@@ -594,6 +597,21 @@ class Pipeline:
             settings=s,
             image_condition=image_condition,
         )
+
+    def render(
+        self, cond: "torch.Tensor", cand_seed: int, style_seed_: Optional[int], s: SampleSettings
+    ) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """One image from its seeds, alone (batch of 1): ``(image [1, 3, H, W], ws [1, num_ws, w_dim])``.
+
+        Used for every kept image of :meth:`sample` and by :meth:`replay`, so a recipe reproduces
+        the pixels exactly (batched float kernels can differ in the last bits between batch sizes).
+        """
+        ws = self.sample_ws(cond, [cand_seed], s.steps, s.guidance, s.truncation, s.sampler, s.eta)
+        if s.style_mix is not None:
+            if style_seed_ is None:
+                raise UsageError("style mixing needs a style seed")
+            ws = self.mix(ws, [style_seed_], s.style_mix, s.truncation)
+        return self.synthesize(ws, 1, s.noise_mode), ws
 
     # -- recipes -------------------------------------------------------------------------------
 
@@ -655,14 +673,12 @@ class Pipeline:
         labels, cond = self.conditions([prompt] if prompt else None, image, image_cond.get("weight") if (image_cond and prompt) else None)
         say = progress or (lambda _m: None)
         say("replaying 1 latent")
-        ws = self.sample_ws(cond, [cseed], s.steps, s.guidance, s.truncation, s.sampler, s.eta)
-        if s.style_mix is not None:
-            if sseed is None:
-                sseed = style_seed(int(recipe.get("seed", 0)), int(recipe.get("prompt_index", 0)), int(recipe.get("candidate_index", 0)))
-            ws = self.mix(ws, [int(sseed)], s.style_mix, s.truncation)
-        else:
+        if s.style_mix is not None and sseed is None:
+            sseed = style_seed(int(recipe.get("seed", 0)), int(recipe.get("prompt_index", 0)),
+                               int(recipe.get("candidate_index", 0)))
+        if s.style_mix is None:
             sseed = None
-        imgs = self.synthesize(ws, 1, s.noise_mode)
+        imgs, ws = self.render(cond, cseed, None if sseed is None else int(sseed), s)
         sc = self.score(imgs, cond).float().cpu()
         item = SampleItem(
             labels[0], int(recipe.get("prompt_index", 0)), int(recipe.get("rank", 0)),

@@ -262,14 +262,12 @@ def write_outputs(pipe, result, out_dir: Path, *, fmt: str, size: Optional[int],
             slug = slugify("like " + Path(result.image_condition["path"]).stem)
         else:
             slug = "image"
-        index = i if replay_of is None else int(replay_of.get("rank", 0))
+        index = i if replay_of is None else int(replay_of.get("index", replay_of.get("rank", 0)))
         stem = f"{slug}-{result.seed}-{index}"
         path = unique_path(out_dir, stem, suffix, also=[".npz"] if save_latents else [])
-        extra = {"replay_of": str(Path(replay_path).resolve())} if replay_path is not None else None
+        extra: dict = {"index": index}  # the image's number in its run (the file name's last part)
         if replay_of is not None:
-            # keep the original run's bookkeeping so a replayed image replays too
-            extra = {**(extra or {}), "prompt_index": replay_of.get("prompt_index", 0),
-                     "candidate_index": replay_of.get("candidate_index", 0), "rank": replay_of.get("rank", 0)}
+            extra["replay_of"] = str(Path(replay_path).resolve()) if replay_path is not None else None
         recipe = pipe.recipe(result, i, extra=extra)
         meta = {RECIPE_KEY: recipe, "c2l:prompt": item.prompt or "", "c2l:seed": str(result.seed),
                 "Software": f"c2l {__version__}"}
