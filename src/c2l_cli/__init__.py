@@ -4,7 +4,7 @@ The public API is imported lazily so that ``import c2l_cli`` (and ``c2l --help``
 
     import c2l_cli
     G = c2l_cli.load_generator("stylegan2-ffhq-1024")      # registry name, path or URL
-    prior = c2l_cli.load_prior("clip2latent-ffhq-prior")
+    prior = c2l_cli.load_prior("prior-ffhq-sg2-510")
     clip = c2l_cli.load_clip("ViT-B-32:openai")
 """
 
