@@ -67,7 +67,6 @@ def test_edit_latent_file_moves_exactly_s_d_on_chosen_layers(tmp_path, models, g
         "edit", tmp_path / "two.npz", "--direction", f"{tmp_path / 'dir.safetensors'}:1.5@2-4",
         "--strengths", "-2,0,2", "--generator", models["generator"], "--device", "cpu",
         "-o", tmp_path / "out", "--save-latents", "--json",
-        "--batch-size", "1",  # each image alone, as the reference below: bit-exact comparison
     ))
     doc = json.loads(res.stdout)
     assert len(doc["outputs"]) == 2 and doc["strengths"] == [-2.0, 0.0, 2.0]
@@ -93,6 +92,25 @@ def test_edit_latent_file_moves_exactly_s_d_on_chosen_layers(tmp_path, models, g
         assert recipe["models"]["generator"]["sha256"]
         assert read_recipe(entry["frames"][2]["path"])["strength"] == 2.0
     assert doc["outputs"][0]["strip"].endswith("two-0-strip.png")
+
+
+def test_strength_zero_reproduces_the_sampled_image(tmp_path, models):
+    res = _ok(_run(
+        "sample", "a man with a beard", "--seed", "4", "--candidates", "2", "--generator", models["generator"],
+        "--prior", models["prior"], "--clip", models["clip"], "--device", "cpu", "-o", tmp_path / "s",
+        "--save-latents", "--json",
+    ))
+    sampled = json.loads(res.stdout)["files"][0]
+    save_direction(tmp_path / "d.safetensors", _unit(8))
+    res = _ok(_run(
+        "edit", sampled["latents"], "-d", tmp_path / "d.safetensors", "--strengths", "-1,0,1",
+        "--generator", models["generator"], "--device", "cpu", "-o", tmp_path / "e", "--json",
+    ))
+    frame0 = json.loads(res.stdout)["outputs"][0]["frames"][1]
+    assert frame0["strength"] == 0.0
+    a = np.asarray(Image.open(sampled["path"]).convert("RGB"))
+    b = np.asarray(Image.open(frame0["path"]).convert("RGB"))
+    assert np.array_equal(a, b)  # pixel for pixel
 
 
 def test_edit_each_latent_format_and_plain_output(tmp_path, models):

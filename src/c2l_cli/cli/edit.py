@@ -180,7 +180,11 @@ def edit(
     clip: Optional[str] = typer.Option(None, "--clip", help="With --prompt: the CLIP model (ARCH:PRETRAINED, hf-hub:…, local-dir:…)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA), float32, float16, bfloat16."),
-    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Images synthesised at once."),
+    batch_size: int = typer.Option(
+        1, "--batch-size", "-b",
+        help="Frames synthesised at once. 1 renders each alone, as `c2l sample` does, so strength 0 is pixel-identical "
+        "to the sampled image; larger is faster on a GPU but may differ in the last float bits.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON report on stdout."),
 ) -> None:
     """Edit latents along directions (see EDIT_HELP)."""
