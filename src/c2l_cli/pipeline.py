@@ -644,7 +644,8 @@ class Pipeline:
     def replay(self, recipe: dict, *, overrides: Optional[dict] = None, progress: Progress = None) -> SampleResult:
         """Regenerate the image a recipe describes (same candidate seed, style seed and settings).
 
-        *overrides* replaces settings (e.g. ``{"truncation": 0.5}``) for a variation of it.
+        *overrides* replaces settings (e.g. ``{"truncation": 0.5}``, or ``{"style_mix": None}`` to
+        switch mixing off) for a variation of it.
         """
         torch = self._torch
         if recipe.get("format") != RECIPE_FORMAT:
@@ -659,8 +660,9 @@ class Pipeline:
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"incomplete c2l recipe ({exc})") from exc
         for key, value in (overrides or {}).items():
-            if value is not None:
-                setattr(s, key, value)
+            if key not in known:
+                raise UsageError(f"unknown setting {key!r} to override (known: {', '.join(sorted(known))})")
+            setattr(s, key, value)
         validate_settings(s, timesteps=self.timesteps, num_ws=self.num_ws)
         image = None
         if image_cond:
