@@ -25,10 +25,12 @@ def engines(fixtures_dir):
     from c2l_cli.clip import load_clip
     from c2l_cli.generator import load_generator
 
-    torch.set_num_threads(1)  # bitwise-stable float sums within this module
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise-stable float sums within this module, and fastest for tiny models
     G = load_generator(fixtures_dir / "stylegan" / "stylegan2-tiny.pkl", device="cpu")
     clip = load_clip(f"local-dir:{fixtures_dir / 'clip-tiny32'}", device="cpu")
-    return G, clip
+    yield G, clip
+    torch.set_num_threads(n)
 
 
 def _cfg(fixtures_dir, **kw):

@@ -902,10 +902,10 @@ def train(
                 now = time.perf_counter()
                 rate = (step - step_log) / max(now - t_log, 1e-9)
                 t_log, step_log = now, step
-                log({"step": step, "epoch": step // steps_per_epoch, "loss": last_loss, "steps_per_s": round(rate, 3),
-                     "samples_per_s": round(rate * B, 1), "elapsed_s": round(now - t_start, 3)})
                 loss_sum = torch.zeros((), device=dev)
                 loss_count = 0
+                log({"step": step, "epoch": step // steps_per_epoch, "loss": last_loss, "steps_per_s": round(rate, 3),
+                     "samples_per_s": round(rate * B, 1), "elapsed_s": round(now - t_start, 3)})
             if cfg.val_every and (step % cfg.val_every == 0 or (step == cfg.max_steps and best_score is None)):
                 validate()  # a run shorter than val_every still gets a best/
             if step % cfg.ckpt_every == 0 or step == end:
