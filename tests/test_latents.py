@@ -216,7 +216,7 @@ def test_pickled_code_is_refused(tmp_path):
         def __reduce__(self):
             return (print, ("executed!",))
 
-    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil()))
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Evil(), protocol=2))
     with pytest.raises(FormatError, match="weights_only"):
         load_direction(tmp_path / "evil.pt")
 

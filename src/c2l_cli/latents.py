@@ -464,15 +464,17 @@ def _looks_like_path(source: str) -> bool:
 def load_direction(source: Union[str, Path]) -> Direction:
     """A direction from a built-in name (``age``, ``smile``, ``pose``), a registry name
     (``direction-age``), an ``http(s)://`` URL, a c2l direction file/folder or an array file.
+    Names win over files of the same name (write ``./age`` for a local file called ``age``).
 
     Returned on the CPU as float32. An unknown name is a UsageError; a bad file a FormatError.
     """
     src = str(source).strip()
-    path = Path(src).expanduser()
-    if path.exists():
-        return _direction_from_file(path, name=path.stem, source=src)
     key = src.lower()
+    # names first, as cache.resolve does (write ./age for a local file called "age")
     registry_name = BUILTIN_DIRECTIONS.get(key) or (key if key in BUILTIN_DIRECTIONS.values() else None)
+    path = Path(src).expanduser()
+    if registry_name is None and path.exists():
+        return _direction_from_file(path, name=path.stem, source=src)
     if registry_name is not None or key.startswith(("http://", "https://")):
         from . import cache
 
