@@ -404,3 +404,62 @@ def test_clip_score_and_score_files(tiny, tmp_path):
 def test_errors_are_c2l_errors():
     for exc in (OfflineError, FormatError, ModelMismatchError, UsageError):
         assert issubclass(exc, C2LError)
+
+
+# ---- ARCH:PRETRAINED without the network: a tiny architecture registered with open_clip ---------
+
+
+@pytest.fixture()
+def tiny_builtin(monkeypatch, tiny_dir):
+    """Register the fixture's config as open_clip architecture 'C2L-Tiny-32' with offline tags."""
+    from open_clip import factory, pretrained
+
+    if not hasattr(factory, "_MODEL_CONFIGS") or not hasattr(pretrained, "_PRETRAINED"):
+        pytest.skip("this open_clip keeps its registries elsewhere")
+    cfg = json.loads((tiny_dir / "open_clip_config.json").read_text())["model_cfg"]
+    weights = str(tiny_dir / "open_clip_model.safetensors")
+    monkeypatch.setitem(factory._MODEL_CONFIGS, "C2L-Tiny-32", cfg)
+    monkeypatch.setitem(
+        pretrained._PRETRAINED,
+        "C2L-Tiny-32",
+        {
+            "fixture": pretrained._pcfg(file=weights),
+            "fixture_qg": pretrained._pcfg(file=weights, quick_gelu=True),
+            "web": pretrained._pcfg(url="https://example.invalid/c2l-tiny.pt"),
+        },
+    )
+    return weights
+
+
+def test_arch_and_tag(tiny_builtin, tiny):
+    clip = C.load_clip("C2L-Tiny-32:fixture", device="cpu")
+    assert clip.spec == "C2L-Tiny-32:fixture" and clip.dim == 32 and clip.image_size == 32
+    assert str(clip.weights_path) == tiny_builtin
+    texts, imgs = ["a red car"], _rand_images(2, 50, 50)
+    torch.testing.assert_close(clip.embed_text(texts), tiny.embed_text(texts), atol=1e-5, rtol=0)
+    torch.testing.assert_close(clip.embed_image(imgs), tiny.embed_image(imgs), atol=1e-5, rtol=0)
+    from_file = C.load_clip(f"C2L-Tiny-32:{tiny_builtin}", device="cpu")
+    torch.testing.assert_close(from_file.embed_text(texts), tiny.embed_text(texts), atol=1e-5, rtol=0)
+
+def test_tag_trained_with_quickgelu_gets_quickgelu(tiny_builtin, tiny):
+    """As OpenAI's weights: the tag's activation is used, not the architecture config's GELU."""
+    from open_clip.transformer import QuickGELU
+
+    clip = C.load_clip("C2L-Tiny-32:fixture-qg", device="cpu")
+    assert any(isinstance(m, QuickGELU) for m in clip.model.modules())
+    assert not any(isinstance(m, QuickGELU) for m in tiny.model.modules())
+    assert not torch.allclose(clip.embed_text(["a red car"]), tiny.embed_text(["a red car"]), atol=1e-4)
+
+
+def test_offline_url_tag_is_checked_before_any_download(tiny_builtin, monkeypatch):
+    from open_clip import pretrained
+
+    monkeypatch.setenv("C2L_OFFLINE", "1")
+    monkeypatch.setattr(pretrained, "has_hf_hub", lambda necessary=False: False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("offline mode must not download")
+
+    monkeypatch.setattr(pretrained, "download_pretrained_from_url", no_network)
+    with pytest.raises(OfflineError, match="C2L-Tiny-32:web"):
+        C.load_clip("C2L-Tiny-32:web", device="cpu")
