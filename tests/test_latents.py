@@ -41,7 +41,7 @@ def test_parse_strengths_list_and_range():
     assert values[0] == -1.0 and values[-1] == 1.0 and values[3] == 0.0 and len(values) == 7
 
 
-@pytest.mark.parametrize("bad", ["", "a,b", "1,,x", "-3:3", "-3:3:0", "-3:3:x", "1:2:3:4", "nan", "inf,1"])
+@pytest.mark.parametrize("bad", ["", "a,b", "1,,x", "-3:3", "-3:3:0", "-3:3:x", "1:2:3:4", "nan", "inf,1", "0:1:100000"])
 def test_parse_strengths_bad(bad):
     with pytest.raises(UsageError):
         parse_strengths(bad)

@@ -45,6 +45,9 @@ DIRECTION_KIND = "direction"
 DIRECTION_VERSION = 1
 DIRECTION_TENSOR = "direction"
 
+#: Most sweep values one --strengths may ask for (each is a rendered frame per latent).
+MAX_STRENGTHS = 1000
+
 #: File suffixes read as arrays.
 _ARRAY_SUFFIXES = (".npz", ".npy", ".pt", ".pth", ".safetensors")
 
@@ -146,6 +149,8 @@ def parse_strengths(text: str) -> list[float]:
             raise UsageError(f"bad strength range {text!r}: COUNT must be a whole number") from None
         if count < 1:
             raise UsageError(f"bad strength range {text!r}: COUNT must be at least 1")
+        if count > MAX_STRENGTHS:
+            raise UsageError(f"bad strength range {text!r}: at most {MAX_STRENGTHS} values")
         if count == 1:
             return [start]
         step = (stop - start) / (count - 1)
@@ -156,6 +161,8 @@ def parse_strengths(text: str) -> list[float]:
     values = [_parse_float(p.strip(), "strength") for p in raw.split(",") if p.strip() != ""]
     if not values:
         raise UsageError(f"bad --strengths {text!r}: no values")
+    if len(values) > MAX_STRENGTHS:
+        raise UsageError(f"bad --strengths: at most {MAX_STRENGTHS} values")
     return values
 
 

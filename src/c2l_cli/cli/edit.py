@@ -94,8 +94,9 @@ def file_info(source: str, kind: str) -> dict[str, Any]:
 
     info: dict[str, Any] = {"source": str(source), "sha256": None}
     path = Path(cache.resolve(source, kind=kind))
-    if path.is_file() and path.suffix != "" and Path(str(source)).expanduser().exists():
-        info["source"] = str(path.resolve())
+    local = Path(str(source)).expanduser()
+    if local.exists() and not str(source).startswith(("http://", "https://")):
+        info["source"] = str(local.resolve())  # local files recorded absolute, as c2l sample does
     if path.is_dir() and (path / "model.safetensors").is_file():
         path = path / "model.safetensors"
     if path.is_file():
@@ -152,7 +153,7 @@ def edit(
         "STRENGTH multiplies it (default 1); LAYERS limits it (0-7, 4, 8-, 0-3,6; inclusive).",
     ),
     strengths: str = typer.Option(
-        DEFAULT_STRENGTHS, "--strengths", "-s", metavar="LIST|START:STOP:COUNT",
+        DEFAULT_STRENGTHS, "--strengths", metavar="LIST|START:STOP:COUNT",
         help="Sweep values t, one frame each: a list (-3,0,3) or COUNT evenly spaced values from START to STOP (-3:3:5).",
     ),
     orthogonalize: bool = typer.Option(
@@ -163,7 +164,7 @@ def edit(
         None, "--seeds", help="Plain StyleGAN samples: G.mapping of one z per seed (0,3,7-9; ranges inclusive)."
     ),
     seed: Optional[int] = typer.Option(
-        None, "--seed", help="With --prompt: the run seed, as in `c2l sample` (default: random; always recorded)."
+        None, "--seed", "-s", help="With --prompt: the run seed, as in `c2l sample` (default: random; always recorded)."
     ),
     candidates: int = typer.Option(16, "--candidates", "-c", help="With --prompt: keep the best of this many by CLIP score."),
     steps: int = typer.Option(4, "--steps", help="With --prompt: diffusion steps."),
@@ -297,7 +298,7 @@ def _run_edit(**o: Any) -> None:
         res = pipe.sample(
             o["prompts"], num_images=1, candidates=o["candidates"], seed=o["seed"], steps=o["steps"],
             guidance=o["guidance"], truncation=o["truncation"], sampler=o["sampler"], eta=o["eta"],
-            batch_size=o["batch_size"], progress=info,
+            batch_size=max(8, o["batch_size"]), progress=info,  # kept images are rendered alone anyway
         )
         for i, item in enumerate(res.items):
             src = {"type": "prompt", "recipe": pipe.recipe(res, i)}
