@@ -75,19 +75,6 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None
         raise UsageError(f"{name} must be {'at least 0' if allow_zero else 'positive'}, got {value:g}")
 
 
-def model_sources(model: str, generator: Optional[str], prior: Optional[str], clip: Optional[str]) -> dict[str, str]:
-    """The generator / prior / CLIP sources: explicit options, else the ``--model`` bundle's."""
-    from .. import registry
-
-    needs_bundle = generator is None or prior is None or clip is None
-    b = registry.bundle(model) if needs_bundle else None
-    return {
-        "generator": generator or b.generator,  # type: ignore[union-attr]
-        "prior": prior or b.prior,  # type: ignore[union-attr]
-        "clip": clip or b.clip,  # type: ignore[union-attr]
-    }
-
-
 def file_info(source: str, kind: str) -> dict[str, Any]:
     """``{"source", "sha256"}`` of a model file for recipes (a native folder: its weights file)."""
     from .. import cache
@@ -270,7 +257,9 @@ def _run_edit(**o: Any) -> None:
             o["model"], o["generator"], o["prior"], o["clip"], device=dev, dtype=dt, progress=info
         )
     else:
-        source = o["generator"] or model_sources(o["model"], None, "-", "-")["generator"]
+        from .. import registry
+
+        source = o["generator"] or registry.bundle(o["model"]).generator
         info(f"loading generator {source}")
         pipe = load_generator_pipeline(source, dev, dt)
     G = pipe.generator
