@@ -306,6 +306,10 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution: (const |) conv0 (2x up) + conv1, and ToRGB / skip per ``architecture``."""
 
+    #: Off CUDA every block computes in float32, as the reference; True lets tests exercise the
+    #: reduced-precision code path on the CPU.
+    reduced_on_cpu = False
+
     def __init__(
         self,
         in_channels: int,
@@ -365,7 +369,7 @@ class SynthesisBlock(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter = iter(ws.unbind(dim=1))
-        if ws.device.type != "cuda":
+        if ws.device.type != "cuda" and not self.reduced_on_cpu:
             force_fp32 = True
         dtype = self.reduced_dtype if self.use_fp16 and not force_fp32 else torch.float32
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format

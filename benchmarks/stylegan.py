@@ -1,0 +1,159 @@
+"""Benchmark: StyleGAN2 FFHQ config-F 1024x1024 (random weights), mapping + synthesis per image.
+
+Builds the full-size architecture of NVIDIA's ``stylegan2-ffhq-1024x1024.pkl`` (z/w 512, 18 ws,
+channel_base 32768, channel_max 512, 8 mapping layers, fp16 for the top 4 resolutions, conv_clamp
+256; ~30.4M parameters) with random weights, and times ``G.mapping`` + ``G.synthesis`` at the given
+batch sizes: on the CPU in float32, and on CUDA (when present) in float32, float16 (the reference's
+mixed precision), bfloat16, float16 + channels-last, and optionally ``torch.compile``.
+
+Prints one JSON document on stdout (progress on stderr)::
+
+    python benchmarks/stylegan.py                      # CPU (+ CUDA variants when present)
+    python benchmarks/stylegan.py --device cpu --iters 2 --batch-sizes 1 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build(device: "torch.device"):
+    import torch
+
+    from c2l_cli.nets.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    G = Generator(
+        z_dim=512, c_dim=0, w_dim=512, img_resolution=1024, img_channels=3,
+        mapping_kwargs={"num_layers": 8}, channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256,
+    )
+    # Random weights of realistic scale: noise strengths and w_avg as a trained network would have them.
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.05)
+        G.mapping.w_avg.normal_(0, 0.5)
+    return G.eval().requires_grad_(False).to(device)
+
+
+def time_variant(G, device, batch: int, iters: int, warmup: int, *, dtype, channels_last=False, fused=None) -> dict:
+    import torch
+
+    G.set_precision(dtype, channels_last=channels_last)
+    gen = torch.Generator(device="cpu").manual_seed(1234)
+    z = torch.randn(batch, G.z_dim, generator=gen).to(device)
+
+    def run():
+        with torch.inference_mode():
+            ws = G.mapping(z, None, truncation_psi=0.7)
+            img = G.synthesis(ws, noise_mode="const", fused_modconv=fused)
+        return img
+
+    for _ in range(warmup):
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        img = run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    best = min(times)
+    out = {
+        "batch": batch,
+        "iters": iters,
+        "seconds_per_batch_best": round(best, 4),
+        "seconds_per_batch_mean": round(sum(times) / len(times), 4),
+        "ms_per_image": round(1000 * best / batch, 2),
+        "images_per_second": round(batch / best, 3),
+        "output_finite": bool(torch.isfinite(img).all()),
+        "output_shape": list(img.shape),
+    }
+    if device.type == "cuda":
+        out["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: the CPU, plus CUDA when present")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--iters", type=int, default=None, help="timed runs per setting (default: 2 CPU, 10 CUDA)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 CPU, 3 CUDA)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA, float16)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    devices = []
+    if args.device in ("auto", "cpu"):
+        devices.append(torch.device("cpu"))
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            _log("error: CUDA was asked for but is not available")
+            return 1
+        devices.append(torch.device("cuda"))
+
+    report: dict = {
+        "benchmark": "stylegan2-ffhq-config-f-1024 mapping+synthesis (random weights)",
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "results": [],
+    }
+    G_cpu = build(torch.device("cpu"))
+    report["params"] = sum(p.numel() for p in G_cpu.parameters())
+    report["num_ws"] = G_cpu.num_ws
+    _log(f"StyleGAN2 config-F 1024: {report['params']:,} parameters, {G_cpu.num_ws} ws")
+
+    for device in devices:
+        G = G_cpu if device.type == "cpu" else build(device)
+        iters = args.iters or (2 if device.type == "cpu" else 10)
+        warmup = args.warmup if args.warmup is not None else (1 if device.type == "cpu" else 3)
+        variants = [("float32", torch.float32, False, None)]
+        if device.type == "cuda":
+            variants += [
+                ("float16 (reference mixed precision)", torch.float16, False, None),
+                ("float16 + channels_last", torch.float16, True, None),
+                ("float16 fused grouped conv", torch.float16, False, True),
+                ("bfloat16", torch.bfloat16, False, None),
+            ]
+        for label, dtype, cl, fused in variants:
+            for batch in args.batch_sizes:
+                _log(f"{device.type} {label} batch {batch} ...")
+                r = time_variant(G, device, batch, iters, warmup, dtype=dtype, channels_last=cl, fused=fused)
+                r.update(device=device.type, precision=label)
+                report["results"].append(r)
+                _log(f"  {r['ms_per_image']} ms/image")
+        if device.type == "cuda" and args.compile:
+            G.set_precision(torch.float16)
+            G.mapping.compile()
+            G.synthesis.compile()
+            for batch in args.batch_sizes:
+                _log(f"cuda float16 + torch.compile batch {batch} ...")
+                r = time_variant(G, device, batch, iters, max(warmup, 3), dtype=torch.float16)
+                r.update(device="cuda", precision="float16 + torch.compile")
+                report["results"].append(r)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
