@@ -482,7 +482,7 @@ class Clip:
         if dtype is None:
             dtype = next(model.parameters()).dtype
         self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model.to(self.device).eval().requires_grad_(False)
         self.spec = spec
         pp = dict(preprocess_cfg if preprocess_cfg is not None else _preprocess_cfg_of(model))
         size = pp.get("size", 224)
