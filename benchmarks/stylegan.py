@@ -63,13 +63,14 @@ def time_variant(G, device, batch: int, iters: int, warmup: int, *, dtype, chann
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         img = run()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     best = min(times)
     out = {
         "batch": batch,
@@ -78,6 +79,8 @@ def time_variant(G, device, batch: int, iters: int, warmup: int, *, dtype, chann
         "seconds_per_batch_mean": round(sum(times) / len(times), 4),
         "ms_per_image": round(1000 * best / batch, 2),
         "images_per_second": round(batch / best, 3),
+        # CPU seconds used by this process (all threads): what the work costs when the machine is shared.
+        "process_cpu_seconds_per_image": round(min(cpu_times) / batch, 3),
         "output_finite": bool(torch.isfinite(img).all()),
         "output_shape": list(img.shape),
     }
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
             "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
@@ -151,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = time_variant(G, device, batch, iters, max(warmup, 3), dtype=torch.float16)
                 r.update(device="cuda", precision="float16 + torch.compile")
                 report["results"].append(r)
+    if hasattr(os, "getloadavg"):
+        report["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(report, indent=2))
     return 0
 
