@@ -604,9 +604,9 @@ class Clip:
         """[-1, 1] tensors of one size → normalised model input (resized where the data lives on CUDA)."""
         with torch.inference_mode():
             work = x.device if x.device.type == "cuda" else self.device
-            x = x.to(device=work, dtype=torch.float32, non_blocking=True)
+            x = x.to(device=work, dtype=torch.float32)
             x = ((x + 1.0) * 0.5).clamp_(0.0, 1.0)  # the picture the generator output stands for
-            x = self._resize_crop(x).to(self.device, non_blocking=True)
+            x = self._resize_crop(x).to(self.device)  # blocking: a GPU→CPU copy must finish first
             return self._normalise(x)
 
     def _prepare_list(self, items: list) -> torch.Tensor:
