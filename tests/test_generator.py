@@ -218,3 +218,9 @@ def test_stylegan3_pickles_dispatch_and_round_trip(tmp_path, fixtures_dir, name,
     ws = torch.from_numpy(np.load(fixtures_dir / "stylegan" / f"{name}-expected.npz")["ws_psi1"])
     with torch.no_grad():
         assert torch.equal(G.synthesis(ws), G2.synthesis(ws))
+
+
+def test_compile_flag_is_lazy_and_keeps_state_dict_names(sg2_pkl):
+    G = load_generator(sg2_pkl, device="cpu", compile=True)
+    assert G.synthesis._compiled_call_impl is not None and G.mapping._compiled_call_impl is not None
+    assert "synthesis.b4.const" in G.state_dict()

@@ -209,7 +209,8 @@ def test_reduced_precision_modconv_stays_close():
 # Ops against direct definitions
 
 
-def _upfirdn_naive(x: np.ndarray, f: np.ndarray, up: int, down: int, pad: tuple[int, int, int, int]) -> np.ndarray:
+def _upfirdn_naive(x: np.ndarray, f: np.ndarray, up: int, down: int, pad: tuple[int, int, int, int],
+                   flip_filter: bool = False) -> np.ndarray:
     """scipy.signal.upfirdn-style definition, written out with loops over a zero-stuffed image."""
     n, c, h, w = x.shape
     px0, px1, py0, py1 = pad
@@ -221,7 +222,7 @@ def _upfirdn_naive(x: np.ndarray, f: np.ndarray, up: int, down: int, pad: tuple[
     fh, fw = f.shape
     oh, ow = big.shape[2] - fh + 1, big.shape[3] - fw + 1
     out = np.zeros((n, c, oh, ow), np.float64)
-    fk = f[::-1, ::-1]  # convolution
+    fk = f if flip_filter else f[::-1, ::-1]  # correlation / convolution
     for i in range(oh):
         for j in range(ow):
             out[:, :, i, j] = (big[:, :, i : i + fh, j : j + fw] * fk).sum(axis=(2, 3))
@@ -240,6 +241,21 @@ def test_upfirdn2d_matches_definition(up, down, pad, taps):
     f2d = f.numpy() if f.ndim == 2 else np.outer(f.numpy(), f.numpy())
     got = ops.upfirdn2d(torch.from_numpy(x), f, up=up, down=down, padding=list(pad)).numpy()
     want = _upfirdn_naive(x.astype(np.float64), f2d.astype(np.float64), up, down, pad)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (3, 2), (1, 2)])
+@pytest.mark.parametrize("flip_filter", [False, True])
+def test_upfirdn2d_asymmetric_2d_filter(up, down, flip_filter):
+    """An asymmetric, non-separable filter catches any orientation or alignment slip."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 5, 7)).astype(np.float32)
+    f = rng.standard_normal((3, 4)).astype(np.float32)
+    pad = (2, 1, 0, 3)
+    got = ops.upfirdn2d(torch.from_numpy(x), torch.from_numpy(f), up=up, down=down, padding=list(pad),
+                        flip_filter=flip_filter, gain=1.5).numpy()
+    want = 1.5 * _upfirdn_naive(x.astype(np.float64), f.astype(np.float64), up, down, pad, flip_filter)
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-5
 
