@@ -220,6 +220,7 @@ def test_stylegan3_pickles_dispatch_and_round_trip(tmp_path, fixtures_dir, name,
         assert torch.equal(G.synthesis(ws), G2.synthesis(ws))
 
 
+@pytest.mark.slow  # importing torch._dynamo alone takes ~20-40 s on a busy 2-core machine
 def test_compile_flag_is_lazy_and_keeps_state_dict_names(sg2_pkl):
     G = load_generator(sg2_pkl, device="cpu", compile=True)
     assert G.synthesis._compiled_call_impl is not None and G.mapping._compiled_call_impl is not None
