@@ -46,7 +46,10 @@ def train_cmd(
         return
     dist = D.init_from_env(device)
     try:
-        with _Progress(enabled=dist.is_main, total=cfg.max_steps if not resume else None) as bar:
+        total = cfg.max_steps
+        if resume:
+            total = int(overrides.get("max_steps") or _saved_max_steps(out) or 0) or None
+        with _Progress(enabled=dist.is_main, total=total) as bar:
             result = train(
                 data,
                 out,
@@ -80,6 +83,15 @@ def train_cmd(
         D.cleanup(dist)
 
 
+def _saved_max_steps(run: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads((run / "config.json").read_text())["train"]["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def raise_usage(message: str) -> None:
     from ..errors import UsageError
 
@@ -96,26 +108,29 @@ class _Progress:
         self._task = None
 
     def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from .output import stderr_console
-
-            self._progress = Progress(
-                TextColumn("train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} step/s  loss {task.fields[loss]}  val {task.fields[val]}"),
-                TimeElapsedColumn(),
-                console=stderr_console(),
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("train", total=self.total, rate="-", loss="-", val="-")
         return self
 
+    def _start(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from .output import stderr_console
+
+        self._progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} step/s  loss {task.fields[loss]}  val {task.fields[val]}"),
+            TimeElapsedColumn(),
+            console=stderr_console(),
+        )
+        self._progress.__enter__()
+        self._task = self._progress.add_task("train", total=self.total, rate="-", loss="-", val="-")
+
     def record(self, rec: dict) -> None:
-        if self._progress is None:
+        if not self.enabled:
             return
+        if self._progress is None:  # started on the first record, so that errors are not preceded by a bar
+            self._start()
         fields = {}
         if "loss" in rec:
             fields["loss"] = f"{rec['loss']:.5f}"
