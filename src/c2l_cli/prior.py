@@ -253,21 +253,31 @@ class Prior(nn.Module):
             raise UsageError("the CLIP embedding contains NaN or infinite values")
         return embed.to(device=self.device, dtype=torch.float32)
 
-    def _guided(self, guidance: float, batch: int) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``(x_t, t, e) → x0`` with guidance ``null + (cond − null)·g``; cond and null as one batch of 2B."""
+    def _guided(
+        self, guidance: float, embed: torch.Tensor, *, cached: bool
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(x_t, t) → x0`` for fixed *embed* with guidance ``null + (cond − null)·g``; cond and null as one 2B batch.
+
+        *cached*: compute the embedding token's keys/values once (for a sampling loop).
+        """
         g = float(guidance)
         net = self.net
+        batch = embed.shape[0]
         if g == 1.0:  # the conditional pass alone (what the reference does at scale 1)
-            return lambda x, t, e: net(x, t, e, None)
-        if g == 0.0:
-            drop = torch.zeros(batch, dtype=torch.bool, device=self.device)
-            return lambda x, t, e: net(x, t, e, drop)
-        keep = torch.cat(
-            (torch.ones(batch, dtype=torch.bool, device=self.device), torch.zeros(batch, dtype=torch.bool, device=self.device))
-        )  # (2B,)
+            keep, e = None, embed
+        elif g == 0.0:
+            keep, e = torch.zeros(batch, dtype=torch.bool, device=self.device), embed
+        else:
+            keep = torch.cat(
+                (torch.ones(batch, dtype=torch.bool, device=self.device), torch.zeros(batch, dtype=torch.bool, device=self.device))
+            )  # (2B,)
+            e = torch.cat((embed, embed))  # (2B, D)
+        cache = net.embed_cache(e) if cached else None
+        if g in (0.0, 1.0):
+            return lambda x, t: net(x, t, e, keep, cache)
 
-        def fn(x: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-            out = net(torch.cat((x, x)), torch.cat((t, t)), torch.cat((e, e)), keep)  # (2B, …)
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out = net(torch.cat((x, x)), torch.cat((t, t)), e, keep, cache)  # (2B, …)
             cond, null = out[:batch], out[batch:]
             return null + (cond - null) * g
 
@@ -293,7 +303,7 @@ class Prior(nn.Module):
             raise UsageError(f"guidance must be a finite number, got {guidance}")
         x_t = x_t.to(device=self.device, dtype=torch.float32)
         tt = torch.as_tensor(t, dtype=torch.long, device=self.device).reshape(-1).expand(b)
-        return self._guided(guidance, b)(x_t, tt, embed * self.config.text_embed_scale)
+        return self._guided(guidance, embed * self.config.text_embed_scale, cached=False)(x_t, tt)
 
     # --- sampling -------------------------------------------------------------------------------------------
 
@@ -343,9 +353,7 @@ class Prior(nn.Module):
             raise UsageError(f"noise must have shape {shape} ([steps+1, batch, *latent_shape]), got {tuple(noise.shape)}")
         noise = noise.to(device=self.device, dtype=torch.float32)
 
-        guided = self._guided(guidance, b)
-        e = embed * self.config.text_embed_scale
-        denoise = lambda x, t: guided(x, t, e)  # noqa: E731
+        denoise = self._guided(guidance, embed * self.config.text_embed_scale, cached=True)
         if sampler == "reference":
             x0 = sample_reference(denoise, self.schedule, noise)
         elif sampler == "ddpm":

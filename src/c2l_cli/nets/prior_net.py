@@ -93,8 +93,12 @@ class Attention(nn.Module):
         key_mask: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
+        prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x ``(B, N, D)``; bias ``(H, N, N+1)`` incl. the causal mask; key_mask ``(B, N+1)`` bool."""
+        """x ``(B, N, D)``; bias ``(H, N, P+N+1)`` incl. the causal mask; key_mask ``(B, P+N+1)`` bool.
+
+        ``prefix_kv``: keys/values ``(B, P, d)`` of P earlier tokens (already rotated), placed after the null key.
+        """
         b, n, _ = x.shape
         x = self.norm(x)
         q = self.to_q(x).view(b, n, self.heads, self.dim_head).transpose(1, 2) * self.scale  # (B, H, N, d)
@@ -102,14 +106,25 @@ class Attention(nn.Module):
         q = apply_rotary(q, cos, sin)
         k = apply_rotary(k, cos, sin)
         null_k, null_v = self.null_kv.unbind(0)
-        k = torch.cat((null_k.expand(b, 1, -1), k), dim=1)  # (B, N+1, d)
-        v = torch.cat((null_v.expand(b, 1, -1), v), dim=1)  # (B, N+1, d)
-        sim = torch.matmul(q, k.unsqueeze(1).transpose(-1, -2)) + bias  # (B, H, N, N+1)
+        ks = [null_k.expand(b, 1, -1), k]
+        vs = [null_v.expand(b, 1, -1), v]
+        if prefix_kv is not None:
+            ks.insert(1, prefix_kv[0])
+            vs.insert(1, prefix_kv[1])
+        k = torch.cat(ks, dim=1)  # (B, P+N+1, d)
+        v = torch.cat(vs, dim=1)  # (B, P+N+1, d)
+        sim = torch.matmul(q, k.unsqueeze(1).transpose(-1, -2)) + bias  # (B, H, N, P+N+1)
         sim = sim.masked_fill(~key_mask[:, None, None, :], -torch.finfo(sim.dtype).max)
         attn = sim.softmax(dim=-1)
         out = torch.matmul(attn, v.unsqueeze(1))  # (B, H, N, d)
         out = out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head)  # (B, N, H*d)
         return self.out_norm(self.to_out(out))
+
+
+    def key_value(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (rotated) key and the value ``(B, N, d)`` that tokens *x* contribute to later queries."""
+        k, v = self.to_kv(self.norm(x)).chunk(2, dim=-1)
+        return apply_rotary(k, cos, sin), v
 
 
 class FeedForward(nn.Module):
@@ -178,38 +193,70 @@ class PriorNetwork(nn.Module):
         self.register_buffer("_rot_cos", cos, persistent=False)
         self.register_buffer("_rot_sin", sin, persistent=False)
 
+    def _bias(self, dtype: torch.dtype) -> torch.Tensor:
+        bias = self.rel_pos_bias(self._buckets).permute(2, 0, 1).to(dtype)  # (H, N, N+1)
+        return bias.masked_fill(self._causal, -torch.finfo(dtype).max)
+
+    def _key_mask(self, b: int, keep: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        # Keys: [null, embed, time, x…, query…]; only the embed key can be dropped.
+        key_mask = torch.ones(b, self.seq_len + 1, dtype=torch.bool, device=device)  # (B, N+1)
+        if keep is not None:
+            key_mask[:, 1] = keep.to(device=device, dtype=torch.bool)
+        return key_mask
+
     def forward(
         self,
         x_t: torch.Tensor,
         t: torch.Tensor,
         embed: torch.Tensor,
         keep: torch.Tensor | None = None,
+        cache: "list[tuple[torch.Tensor, torch.Tensor]] | None" = None,
     ) -> torch.Tensor:
+        """x0 prediction; *cache* (from :meth:`embed_cache` for this *embed*) skips the embedding token."""
         b = x_t.shape[0]
         x = x_t.reshape(b, self.n_latents, self.dim)  # (B, n, D)
-        tokens = torch.cat(
-            (
-                embed.reshape(b, 1, self.dim).to(x.dtype),
-                self.time_embed(t).reshape(b, 1, self.dim).to(x.dtype),
-                x,
-                self.learned_query.to(x.dtype).expand(b, -1, -1),
-            ),
-            dim=1,
-        )  # (B, 2 + 2n, D)
-        bias = self.rel_pos_bias(self._buckets).permute(2, 0, 1).to(x.dtype)  # (H, N, N+1)
-        bias = bias.masked_fill(self._causal, -torch.finfo(x.dtype).max)
-        # Keys: [null, embed, time, x…, query…]; only the embed key can be dropped.
-        key_mask = torch.ones(b, self.seq_len + 1, dtype=torch.bool, device=x.device)  # (B, N+1)
-        if keep is not None:
-            key_mask[:, 1] = keep.to(device=x.device, dtype=torch.bool)
+        rest = (
+            self.time_embed(t).reshape(b, 1, self.dim).to(x.dtype),
+            x,
+            self.learned_query.to(x.dtype).expand(b, -1, -1),
+        )
+        bias = self._bias(x.dtype)
+        key_mask = self._key_mask(b, keep, x.device)
         cos = self._rot_cos.to(x.dtype)
         sin = self._rot_sin.to(x.dtype)
-        h = tokens
+        if cache is None:
+            h = torch.cat((embed.reshape(b, 1, self.dim).to(x.dtype), *rest), dim=1)  # (B, 2 + 2n, D)
+            for block in self.layers:
+                h = block.attn(h, bias, key_mask, cos, sin) + h
+                h = block.ff(h) + h
+        else:
+            # The embedding token (position 0) attends only to the null key and itself, so its keys/values
+            # do not change across diffusion steps; they come from the cache and only positions 1… run.
+            h = torch.cat(rest, dim=1)  # (B, 1 + 2n, D)
+            bias, cos, sin = bias[:, 1:], cos[1:], sin[1:]
+            for block, kv in zip(self.layers, cache):
+                h = block.attn(h, bias, key_mask, cos, sin, prefix_kv=kv) + h
+                h = block.ff(h) + h
+        out = self.project_out(self.norm_out(h[:, -self.n_latents :, :]))  # (B, n, D)
+        return out.reshape(x_t.shape)
+
+    def embed_cache(self, embed: torch.Tensor) -> "list[tuple[torch.Tensor, torch.Tensor]]":
+        """Per-layer key/value ``(B, 1, d)`` of the embedding token, for :meth:`forward`'s *cache*.
+
+        Valid for any keep mask: a dropped condition masks this key out of every attention row.
+        """
+        b = embed.shape[0]
+        h = embed.reshape(b, 1, self.dim).to(self.learned_query.dtype)  # (B, 1, D)
+        bias = self._bias(h.dtype)[:, :1, :2]  # query 0 sees the null key and itself
+        key_mask = torch.ones(b, 2, dtype=torch.bool, device=h.device)
+        cos = self._rot_cos[:1].to(h.dtype)
+        sin = self._rot_sin[:1].to(h.dtype)
+        cache = []
         for block in self.layers:
+            cache.append(block.attn.key_value(h, cos, sin))
             h = block.attn(h, bias, key_mask, cos, sin) + h
             h = block.ff(h) + h
-        out = self.project_out(self.norm_out(h))[:, -self.n_latents :, :]  # (B, n, D)
-        return out.reshape(x_t.shape)
+        return cache
 
 
 # --- the published DALLE2-pytorch / clip2latent state-dict names -----------------------------------------
