@@ -187,6 +187,28 @@ def test_other_samplers_run_any_step_count(prior_dir, sampler):
     assert ws.shape == (4, 8, 32) and torch.isfinite(ws).all()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sampling_loop_does_not_sync_on_cuda(prior_dir):
+    from c2l_cli.diffusion.samplers.ddim import sample_ddim
+    from c2l_cli.diffusion.samplers.reference import sample_reference
+
+    prior = load_prior(prior_dir / "prior-w3-tiny.ckpt", device="cuda")
+    _, exp = _loaded(prior_dir, "prior-w3-tiny")
+    e = torch.from_numpy(exp["net_text_embed"]).cuda()
+    noise = torch.from_numpy(exp["run0_noise"]).cuda()
+    denoise = prior._guided(2.0, e, cached=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        x_ref = sample_reference(denoise, prior._schedule_cpu, noise)
+        x_ddim = sample_ddim(denoise, prior._schedule_cpu, noise, eta=0.5)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(x_ref).all() and torch.isfinite(x_ddim).all()
+    ws = prior.sample(e, noise=noise, guidance=2.0)
+    assert _maxdiff(ws, exp["run0_w"]) <= TOL
+
+
 # --- our format -----------------------------------------------------------------------------------------------
 
 

@@ -354,12 +354,13 @@ class Prior(nn.Module):
         noise = noise.to(device=self.device, dtype=torch.float32)
 
         denoise = self._guided(guidance, embed * self.config.text_embed_scale, cached=True)
+        sched = self._schedule_cpu  # samplers only read host-side coefficients: no device→host copies
         if sampler == "reference":
-            x0 = sample_reference(denoise, self.schedule, noise)
+            x0 = sample_reference(denoise, sched, noise)
         elif sampler == "ddpm":
-            x0 = sample_ddpm(denoise, self.schedule, noise)
+            x0 = sample_ddpm(denoise, sched, noise)
         else:
-            x0 = sample_ddim(denoise, self.schedule, noise, eta=float(eta))
+            x0 = sample_ddim(denoise, sched, noise, eta=float(eta))
 
         latents = self.denormalise_latents(x0)
         if float(truncation) != 1.0:
@@ -586,18 +587,10 @@ def _from_clip2latent(path: Path, config: "str | Path | dict[str, Any] | None") 
 
 
 def _resolve_source(source: "str | Path") -> Path:
-    p = Path(source).expanduser()
-    if p.exists():
-        return p
-    text = str(source)
-    looks_like_path = text.startswith((".", "/", "~")) or "\\" in text or p.suffix in (".ckpt", ".pt", ".safetensors", ".json")
-    if looks_like_path and not text.startswith(("http://", "https://")):
-        raise UsageError(f"{source}: no such file or folder")
-    try:
-        from .cache import resolve
-    except ImportError as exc:  # pragma: no cover - the cache module ships with c2l
-        raise UsageError(f"{source}: no such file or folder") from exc
-    return Path(resolve(text, kind=KIND))
+    """A registry name, URL or local path → a local path (through the weight cache)."""
+    from .cache import resolve
+
+    return Path(resolve(source, kind=KIND))
 
 
 def load_prior(
