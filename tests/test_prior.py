@@ -410,6 +410,12 @@ def test_bad_sampling_inputs(prior_dir):
         prior.sample(bad)
     with pytest.raises(UsageError, match="NaN"):
         prior.predict_x0(torch.zeros(4, 32), 10, bad)
+    with pytest.raises(UsageError, match="timesteps"):
+        prior.predict_x0(torch.zeros(4, 32), 1000, e)
+    with pytest.raises(UsageError, match="integer"):
+        prior.predict_x0(torch.zeros(4, 32), torch.zeros(3, dtype=torch.long), e)
+    with pytest.raises(ModelMismatchError, match="x_t"):
+        prior.predict_x0(torch.zeros(4, 3, 32), 5, e)
     with pytest.raises(ModelMismatchError, match="size 32"):
         prior.sample(torch.randn(4, 48))
     with pytest.raises(ModelMismatchError):

@@ -302,7 +302,12 @@ class Prior(nn.Module):
         if not math.isfinite(float(guidance)):
             raise UsageError(f"guidance must be a finite number, got {guidance}")
         x_t = x_t.to(device=self.device, dtype=torch.float32)
-        tt = torch.as_tensor(t, dtype=torch.long, device=self.device).reshape(-1).expand(b)
+        tt = torch.as_tensor(t, device=self.device).reshape(-1)
+        if tt.is_floating_point() or tt.numel() not in (1, b):
+            raise UsageError(f"t must be an integer or {b} integer timesteps, got {tuple(tt.shape)} {tt.dtype}")
+        tt = tt.to(torch.long).expand(b)
+        if bool(((tt < 0) | (tt >= self.config.timesteps)).any()):
+            raise UsageError(f"timesteps must be in [0, {self.config.timesteps})")
         return self._guided(guidance, embed * self.config.text_embed_scale, cached=False)(x_t, tt)
 
     # --- sampling -------------------------------------------------------------------------------------------
