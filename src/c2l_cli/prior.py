@@ -212,12 +212,14 @@ class Prior(nn.Module):
     ) -> "Prior":
         """A randomly initialised prior (for training), in train mode; *seed* makes the init reproducible."""
         dev = resolve_device(device)
+        std = torch.as_tensor(latent_std, dtype=torch.float32)
+        if not bool(torch.isfinite(std).all() and (std > 0).all()):
+            raise UsageError("latent_std must be finite and positive")
         if seed is None:
+            seed = torch.Generator().seed()  # fresh entropy, without touching the global RNG
+        with torch.random.fork_rng(devices=[]):  # module init draws from the global RNG: fork and restore it
+            torch.manual_seed(int(seed))
             prior = cls(config, latent_mean, latent_std)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(seed))
-                prior = cls(config, latent_mean, latent_std)
         return prior.to(dev).train()
 
     # --- latents --------------------------------------------------------------------------------------------
