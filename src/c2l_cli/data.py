@@ -483,6 +483,66 @@ def generate_dataset(
     return result
 
 
+def write_dataset(
+    out: str | Path,
+    w: np.ndarray,
+    embed: np.ndarray,
+    *,
+    shard_size: int = 10_000,
+    generator: dict[str, Any] | None = None,
+    clip: dict[str, Any] | None = None,
+    latent_repeats: list[int] | None = None,
+) -> dict[str, Any]:
+    """Write (W, embedding) pairs that were made elsewhere as a dataset `c2l train` reads; returns the manifest.
+
+    *w* ``[n, w_dim]`` or ``[n, n_latents, w_dim]``, *embed* ``[n, D]`` (converted to float32).
+    *generator* / *clip*: what the manifest records (``{"source", "z_dim", "w_dim", "num_ws"}`` and
+    ``{"spec", "dim"}``), used by `c2l train` for validation. *out* must not hold a dataset already.
+    """
+    root = Path(out)
+    if (root / MANIFEST_NAME).exists():
+        raise UsageError(f"{root} already holds a dataset")
+    w = np.asarray(w, dtype=np.float32)
+    embed = np.asarray(embed, dtype=np.float32)
+    if w.ndim not in (2, 3) or embed.ndim != 2 or w.shape[0] != embed.shape[0] or w.shape[0] < 1:
+        raise UsageError(f"need W [n, w_dim] or [n, k, w_dim] and embeddings [n, D] with the same n >= 1 (got {w.shape}, {embed.shape})")
+    n = int(w.shape[0])
+    w_dim = int(w.shape[-1])
+    n_latents = 1 if w.ndim == 2 else int(w.shape[1])
+    gen = dict(generator or {"source": "", "z_dim": w_dim, "w_dim": w_dim, "num_ws": n_latents})
+    repeats = list(latent_repeats or ([int(gen.get("num_ws", 1))] if n_latents == 1 else [1] * n_latents))
+    config = GenDataConfig(
+        generator=str(gen.get("source", "")),
+        clip=str((clip or {}).get("spec", "")),
+        n_samples=n,
+        shard_size=shard_size,
+        space="w" if n_latents == 1 else "w3",
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index in range(config.num_shards):
+        start, count = config.shard_range(index)
+        entries.append(_write_shard(root, index, start, w[start : start + count], embed[start : start + count], None))
+    manifest = {
+        "format": DATA_FORMAT,
+        "version": DATA_VERSION,
+        "complete": True,
+        "config": config.to_dict(),
+        "generator": gen,
+        "clip": dict(clip or {"spec": "", "dim": int(embed.shape[1])}),
+        "space": config.space,
+        "latent_shape": list(w.shape[1:]),
+        "latent_repeats": repeats,
+        "embed_dim": int(embed.shape[1]),
+        "n_samples": n,
+        "shard_size": shard_size,
+        "num_shards": config.num_shards,
+        "shards": entries,
+    }
+    write_json_atomic(root / MANIFEST_NAME, manifest)
+    return manifest
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------------
