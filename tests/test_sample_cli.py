@@ -298,6 +298,8 @@ BAD = [
     ("image-weight-range", ["x", "--image-weight", "1.5"], 2, "--image-weight must be in [0, 1]"),
     ("image-weight-alone", ["x", "--image-weight", "0.5"], 2, "--image-weight needs --image"),
     ("batch-size-0", ["x", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
+    ("fp16-on-cpu", ["x", "--device", "cpu", "--dtype", "float16"], 2, "float16 is not supported on the CPU"),
+    ("bad-device", ["x", "--device", "tpu"], 2, "device 'tpu'"),
     ("replay-with-prompt", ["x", "--replay", "whatever.png"], 2, "--replay takes"),
     ("missing-image", ["--image", "nope.png"], 1, "cannot read --image"),
     ("missing-prompts-file", ["-f", "nope.txt"], 1, "cannot read prompts file"),

@@ -101,21 +101,21 @@ def register(app: typer.Typer) -> None:
         prompts: Optional[List[str]] = typer.Argument(None, help="Text prompts (each gives its own images).", show_default=False),
         prompts_file: Optional[str] = typer.Option(None, "--prompts-file", "-f", metavar="FILE", help="Read prompts from FILE, one per line ('-' = stdin; blank lines and # comments skipped)."),
         image: Optional[str] = typer.Option(None, "--image", metavar="PATH", help="Condition on this image's CLIP embedding ('more like this'); with a prompt, mixed by --image-weight."),
-        image_weight: Optional[float] = typer.Option(None, "--image-weight", metavar="W", help="Weight of --image when mixed with text prompts, in [0, 1] (0 = text only, 1 = image only).", show_default="0.5"),
+        image_weight: Optional[float] = typer.Option(None, "--image-weight", metavar="W", help="Weight of --image when mixed with text prompts, in [0, 1] (0 = text only, 1 = image only). (default 0.5)", show_default=False),
         model: str = typer.Option("ffhq", "--model", "-m", metavar="NAME", help="Model bundle from the registry (ffhq, lhq)."),
         generator: Optional[str] = typer.Option(None, "--generator", metavar="SRC", help="StyleGAN generator: registry name, path (.pkl or c2l format) or URL (overrides --model)."),
         prior: Optional[str] = typer.Option(None, "--prior", metavar="SRC", help="Diffusion prior: registry name, path (.ckpt or c2l format) or URL (overrides --model)."),
         clip: Optional[str] = typer.Option(None, "--clip", metavar="SPEC", help="CLIP model: ARCH:PRETRAINED, hf-hub:ORG/REPO or local-dir:PATH (overrides --model)."),
-        guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (>= 0).", show_default="2.0"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (the reference sampler needs a divisor of 1000).", show_default="4"),
-        sampler: Optional[str] = typer.Option(None, "--sampler", metavar="reference|ddpm|ddim", help="Sampler: reference (clip2latent's), ddpm or ddim.", show_default="reference"),
-        eta: Optional[float] = typer.Option(None, "--eta", help="DDIM eta (0 = deterministic); only with --sampler ddim.", show_default="0.0"),
-        truncation: Optional[float] = typer.Option(None, "--truncation", "-t", help="Truncation toward the prior's mean W, in [0, 2] (1 = none).", show_default="1.0"),
-        candidates: Optional[int] = typer.Option(None, "--candidates", "-c", help="Candidates sampled per prompt; the best --num-images by CLIP score are kept.", show_default="16"),
-        num_images: Optional[int] = typer.Option(None, "--num-images", "-n", help="Images kept per prompt.", show_default="1"),
+        guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="Classifier-free guidance scale (>= 0). (default 2.0)", show_default=False),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps (the reference sampler needs a divisor of 1000). (default 4)", show_default=False),
+        sampler: Optional[str] = typer.Option(None, "--sampler", metavar="reference|ddpm|ddim", help="Sampler: reference (clip2latent's), ddpm or ddim. (default reference)", show_default=False),
+        eta: Optional[float] = typer.Option(None, "--eta", help="DDIM eta (0 = deterministic); only with --sampler ddim. (default 0.0)", show_default=False),
+        truncation: Optional[float] = typer.Option(None, "--truncation", "-t", help="Truncation toward the prior's mean W, in [0, 2] (1 = none). (default 1.0)", show_default=False),
+        candidates: Optional[int] = typer.Option(None, "--candidates", "-c", help="Candidates sampled per prompt; the best --num-images by CLIP score are kept. (default 16)", show_default=False),
+        num_images: Optional[int] = typer.Option(None, "--num-images", "-n", help="Images kept per prompt. (default 1)", show_default=False),
         style_mix: Optional[int] = typer.Option(None, "--style-mix", metavar="K", help="Style mixing: ws layers >= K come from a random W (lighting/colour variety)."),
         seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (default: random; always recorded)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images synthesised and scored at once (does not change results).", show_default="8"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images synthesised and scored at once (does not change results). (default 8)", show_default=False),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         dtype: str = typer.Option("auto", "--dtype", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16."),
         out: Path = typer.Option(Path("c2l-out"), "--out", "-o", metavar="DIR", help="Output folder (created if needed)."),
@@ -185,9 +185,10 @@ def register(app: typer.Typer) -> None:
 
         out_dir = check_out_dir(out.expanduser())
 
-        from ..devices import resolve_device
+        from ..devices import resolve_device, resolve_dtype
 
         dev = resolve_device(device)  # CUDA asked for but absent → DeviceError before loading
+        resolve_dtype(dtype, dev)  # a bad --dtype is a usage error before loading
 
         from ..pipeline import Pipeline
 
