@@ -10,6 +10,7 @@ import torch
 
 from c2l_cli.data import (
     GenDataConfig,
+    write_dataset,
     draw_z,
     generate_dataset,
     mix_seed,
@@ -190,3 +191,20 @@ def test_reader_gather_and_stats(tmp_path, fixtures_dir, engines):
     np.testing.assert_allclose(mean, w.astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(std, w.astype(np.float64).std(0, ddof=1), rtol=1e-5, atol=1e-6)
     assert ds.nbytes == w.nbytes + e.nbytes
+
+
+def test_write_dataset_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((25, 3, 8)).astype(np.float32)
+    e = rng.standard_normal((25, 8)).astype(np.float32)
+    man = write_dataset(tmp_path / "ext", w, e, shard_size=10, latent_repeats=[2, 2, 4])
+    assert man["num_shards"] == 3 and man["latent_shape"] == [3, 8]
+    ds = open_dataset(tmp_path / "ext")
+    rw, re_ = ds.read(0, 25)
+    np.testing.assert_array_equal(rw, w)
+    np.testing.assert_array_equal(re_, e)
+    assert ds.latent_repeats == [2, 2, 4]
+    with pytest.raises(UsageError, match="already holds"):
+        write_dataset(tmp_path / "ext", w, e)
+    with pytest.raises(UsageError, match="same n"):
+        write_dataset(tmp_path / "bad", w, e[:3])

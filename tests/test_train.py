@@ -88,6 +88,8 @@ def test_config_file_and_set(tmp_path):
         build_config(file=tmp_path / "broken.toml")
     with pytest.raises(UsageError, match="amp"):
         build_config(sets=["amp=fp8"])
+    with pytest.raises(UsageError, match="val_steps"):
+        build_config(sets=["val_steps=3"])
     assert "ema_beta" in config_keys()
 
 

@@ -112,8 +112,10 @@ class TrainConfig:
             raise UsageError("config: lr must be positive; embed_noise_scale, weight_decay and max_grad_norm non-negative")
         if self.val_every and (self.val_samples_per_text < 1 or self.val_steps < 1 or self.val_batch_size < 1):
             raise UsageError("config: val_samples_per_text, val_steps and val_batch_size must be at least 1")
-        if self.val_steps > self.timesteps:
-            raise UsageError(f"config: val_steps ({self.val_steps}) cannot exceed timesteps ({self.timesteps})")
+        if self.val_steps > self.timesteps or self.timesteps % self.val_steps:
+            raise UsageError(
+                f"config: val_steps ({self.val_steps}) must divide timesteps ({self.timesteps}) (the reference sampler respaces evenly)"
+            )
         if self.data_on_device not in ("auto", "yes", "no"):
             raise UsageError("config: data_on_device must be auto, yes or no")
         if self.amp not in ("auto", "bf16", "none"):
