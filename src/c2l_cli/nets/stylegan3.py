@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import FormatError, UsageError
+
 __all__ = [
     "Generator",
     "MappingNetwork",
@@ -116,37 +118,45 @@ def _as_filter(f: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     return f.to(device=x.device, dtype=x.dtype)
 
 
-def _upsample_filter_(y: torch.Tensor, f: torch.Tensor, up: int, padding: tuple[int, int, int, int]) -> torch.Tensor:
+def _upsample_filter(x: torch.Tensor, f: torch.Tensor, up: int, padding: tuple[int, int, int, int]) -> torch.Tensor:
     """Zero-insertion upsampling by ``up``, zero padding (negative = crop) and true convolution with ``f``
-    (gain ``up**2``), as ``upfirdn2d(x, f, up=up, padding=padding, gain=up**2)``, on ``y`` of shape (M, 1, H, W).
+    (gain ``up**2``) of each channel of x (N, C, H, W), as ``upfirdn2d(x, f, up=up, padding=padding,
+    gain=up**2)``.
 
-    Computed as ``conv_transpose2d`` with stride ``up`` (the full convolution of the zero-stuffed signal)
-    followed by a pad/crop to the requested window."""
+    Computed as a depthwise ``conv_transpose2d`` with stride ``up`` (the full convolution of the
+    zero-stuffed signal, without materialising the zeros), then a pad/crop to the requested window."""
+    c = x.shape[1]
     px0, px1, py0, py1 = padding
     if f.ndim == 1:
         k = f.shape[0]
         g = f * up
-        y = F.conv_transpose2d(y, g.view(1, 1, 1, k), stride=(1, up))  # (M, 1, H, (W-1)*up+k)
-        y = F.conv_transpose2d(y, g.view(1, 1, k, 1), stride=(up, 1))  # (M, 1, (H-1)*up+k, (W-1)*up+k)
+        x = F.conv_transpose2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, up), groups=c)  # W: (W-1)*up+k
+        x = F.conv_transpose2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(up, 1), groups=c)  # H: (H-1)*up+k
         kh = kw = k
     else:
         kh, kw = f.shape
-        y = F.conv_transpose2d(y, (f * (up * up)).view(1, 1, kh, kw), stride=up)
-    # full-convolution index n maps to output index n - (k - 1) + p0; the right edge keeps up + p1 - k more.
-    return F.pad(y, [px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh])
+        x = F.conv_transpose2d(x, (f * (up * up)).view(1, 1, kh, kw).expand(c, 1, kh, kw), stride=up, groups=c)
+    # Full-convolution index n is output index n - (k - 1) + p0; the right edge keeps up + p1 - k more.
+    pads = [px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh]
+    if max(pads) > 0:
+        return F.pad(x, pads)
+    h, w = x.shape[2], x.shape[3]
+    return x[:, :, -pads[2] : h + pads[3], -pads[0] : w + pads[1]]  # crop only: a view
 
 
-def _downsample_filter(y: torch.Tensor, f: torch.Tensor, down: int) -> torch.Tensor:
-    """Valid true convolution with ``f`` then keep every ``down``-th sample, as ``upfirdn2d(x, f, down=down)``."""
+def _downsample_filter(x: torch.Tensor, f: torch.Tensor, down: int) -> torch.Tensor:
+    """Valid true convolution of each channel with ``f``, keeping every ``down``-th sample, as
+    ``upfirdn2d(x, f, down=down)``: a depthwise convolution with stride ``down``."""
+    c = x.shape[1]
     if f.ndim == 1:
         k = f.shape[0]
-        g = f.flip(0)
         if k == 1 and down == 1:
-            return y * g
-        y = F.conv2d(y, g.view(1, 1, 1, k), stride=(1, down))
-        return F.conv2d(y, g.view(1, 1, k, 1), stride=(down, 1))
+            return x * f
+        g = f.flip(0)
+        x = F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, down), groups=c)
+        return F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(down, 1), groups=c)
     kh, kw = f.shape
-    return F.conv2d(y, f.flip([0, 1]).view(1, 1, kh, kw), stride=down)
+    return F.conv2d(x, f.flip([0, 1]).view(1, 1, kh, kw).expand(c, 1, kh, kw), stride=down, groups=c)
 
 
 def filtered_lrelu(
@@ -165,19 +175,18 @@ def filtered_lrelu(
     with ``fu`` (gain ``up**2``) over ``padding`` [x0, x1, y0, y1]; leaky ReLU(slope) * gain, clamp to
     ±``clamp``; filter with ``fd`` and keep every ``down``-th pixel. Same maths as the reference's
     ``_filtered_lrelu_ref``; filters are 1-D (separable), 2-D, or None (identity). x: (N, C, H, W)."""
-    n, c, h, w = x.shape
     if b is not None:
-        x = x + b.to(x.dtype).view(1, c, 1, 1)
-    y = x.reshape(n * c, 1, h, w)  # (N*C, 1, H, W): one filter for every channel
-    y = _upsample_filter_(y, _as_filter(fu, x), int(up), tuple(int(p) for p in padding))
+        x = x + b.to(x.dtype).view(1, -1, 1, 1)
+    x = _upsample_filter(x, _as_filter(fu, x), int(up), tuple(int(p) for p in padding))
+    # gain * lrelu(x) == lrelu(gain * x) for gain > 0; the first op makes a fresh contiguous tensor,
+    # the rest may then work in place unless autograd needs the intermediate values.
+    x = x * float(gain) if gain != 1 else x.contiguous()
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
     if slope != 1:
-        y = F.leaky_relu(y, float(slope))
-    if gain != 1:
-        y = y * float(gain)
+        x = F.leaky_relu_(x, float(slope)) if inplace else F.leaky_relu(x, float(slope))
     if clamp is not None:
-        y = y.clamp(-float(clamp), float(clamp))
-    y = _downsample_filter(y, _as_filter(fd, x), int(down))
-    return y.reshape(n, c, y.shape[2], y.shape[3])  # (N, C, H', W')
+        x = x.clamp_(-float(clamp), float(clamp)) if inplace else x.clamp(-float(clamp), float(clamp))
+    return _downsample_filter(x, _as_filter(fd, x), int(down))
 
 
 def modulated_conv2d(
@@ -281,6 +290,11 @@ class MappingNetwork(nn.Module):
             setattr(self, f"fc{idx}", layer)
         self.register_buffer("w_avg", torch.zeros([w_dim]))
 
+    def set_precision(self, dtype: torch.dtype | None = torch.float16) -> "Generator":
+        """Reduced-precision dtype of the top ``num_fp16_res`` layers on CUDA (float32 = none); returns self."""
+        self.synthesis.set_precision(dtype)
+        return self
+
     def forward(
         self,
         z: torch.Tensor,
@@ -292,14 +306,14 @@ class MappingNetwork(nn.Module):
         """z [N, z_dim] (c [N, c_dim]) → ws [N, num_ws, w_dim]; the first ``truncation_cutoff`` ws (all when
         None) are lerped toward ``w_avg`` by ``truncation_psi``."""
         if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
+            raise UsageError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
         if truncation_cutoff is None:
             truncation_cutoff = self.num_ws
         x = z.to(torch.float32)
         x = x * (x.square().mean(1, keepdim=True) + 1e-8).rsqrt()
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
-                raise ValueError(f"this generator is conditional: c must be [N, {self.c_dim}]")
+                raise UsageError(f"this generator is conditional: c must be [N, {self.c_dim}]")
             y = self.embed(c.to(torch.float32))
             y = y * (y.square().mean(1, keepdim=True) + 1e-8).rsqrt()
             x = torch.cat([x, y], dim=1)
@@ -433,7 +447,7 @@ class SynthesisLayer(nn.Module):
         # Upsampling filter: from the input rate to the (lrelu_upsampling times higher) working rate.
         self.up_factor = int(np.rint(self.tmp_sampling_rate / in_sampling_rate))
         if in_sampling_rate * self.up_factor != self.tmp_sampling_rate:
-            raise ValueError("working sampling rate is not an integer multiple of the input rate")
+            raise FormatError("invalid StyleGAN3 config: working sampling rate is not a multiple of the input rate")
         self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not self.is_torgb else 1
         self.register_buffer(
             "up_filter",
@@ -442,7 +456,7 @@ class SynthesisLayer(nn.Module):
         # Downsampling filter: back to the output rate (radial for R's non-critical layers).
         self.down_factor = int(np.rint(self.tmp_sampling_rate / out_sampling_rate))
         if out_sampling_rate * self.down_factor != self.tmp_sampling_rate:
-            raise ValueError("working sampling rate is not an integer multiple of the output rate")
+            raise FormatError("invalid StyleGAN3 config: working sampling rate is not a multiple of the output rate")
         self.down_taps = filter_size * self.down_factor if self.down_factor > 1 and not self.is_torgb else 1
         self.down_radial = bool(use_radial_filters) and not self.is_critically_sampled
         self.register_buffer(
@@ -466,9 +480,13 @@ class SynthesisLayer(nn.Module):
         noise_mode: str = "const",
         force_fp32: bool = False,
         update_emas: bool = False,
-        half_dtype: torch.dtype = torch.float16,
+        reduced_dtype: torch.dtype | None = torch.float16,
+        reduced_on_cpu: bool = False,
     ) -> torch.Tensor:
-        """x [N, in_channels, H, W], w [N, w_dim] → [N, out_channels, H', W'] (``noise_mode`` is unused: no noise)."""
+        """x [N, in_channels, H, W], w [N, w_dim] → [N, out_channels, H', W'] (``noise_mode`` is unused: no noise).
+
+        A ``use_fp16`` layer computes in ``reduced_dtype`` (None = float32) on CUDA, as the reference
+        (float16); on the CPU only with ``reduced_on_cpu``."""
         if update_emas:
             cur = x.detach().to(torch.float32).square().mean()
             self.magnitude_ema.copy_(cur.lerp(self.magnitude_ema, self.magnitude_ema_beta))
@@ -478,8 +496,11 @@ class SynthesisLayer(nn.Module):
         if self.is_torgb:
             styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel**2))
 
-        use_half = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
-        dtype = half_dtype if use_half else torch.float32
+        use_half = (
+            self.use_fp16 and not force_fp32 and reduced_dtype is not None
+            and (x.device.type == "cuda" or reduced_on_cpu)
+        )
+        dtype = reduced_dtype if use_half else torch.float32
         x = modulated_conv2d(
             x.to(dtype), self.weight, styles, demodulate=not self.is_torgb,
             padding=self.conv_kernel - 1, input_gain=input_gain,
@@ -533,6 +554,8 @@ class SynthesisNetwork(nn.Module):
         self.margin_size = margin_size
         self.output_scale = output_scale
         self.num_fp16_res = num_fp16_res
+        self.reduced_dtype: torch.dtype | None = torch.float16  # what use_fp16 layers compute in on CUDA
+        self.reduced_on_cpu = False  # also use reduced_dtype on the CPU (tests of the half-precision path)
 
         # Cutoffs and minimum stopbands grow geometrically up to the last critically sampled layers.
         last_cutoff = img_resolution / 2
@@ -570,25 +593,37 @@ class SynthesisNetwork(nn.Module):
             setattr(self, name, layer)
             self.layer_names.append(name)
 
+    def set_precision(self, dtype: torch.dtype | None = torch.float16) -> None:
+        """float16 (reference) / bfloat16: what the top ``num_fp16_res`` layers compute in on CUDA;
+        float32 (or None): float32 everywhere."""
+        if dtype is None or dtype == torch.float32:
+            self.reduced_dtype = None
+        elif dtype in (torch.float16, torch.bfloat16):
+            self.reduced_dtype = dtype
+        else:
+            raise UsageError(f"unsupported StyleGAN3 precision {dtype} (float32, float16 or bfloat16)")
+
     def forward(
         self,
         ws: torch.Tensor,
         noise_mode: str = "const",
         force_fp32: bool = False,
         update_emas: bool = False,
-        half_dtype: torch.dtype = torch.float16,
     ) -> torch.Tensor:
         """ws [N, num_ws, w_dim] → image [N, img_channels, R, R] float32, nominally in [-1, 1].
         ``noise_mode`` ('const', 'random', 'none') is accepted for API parity and ignored: StyleGAN3 has no
-        noise inputs. ``half_dtype`` is the reduced precision of the ``use_fp16`` layers on CUDA."""
+        noise inputs."""
         if noise_mode not in ("const", "random", "none"):
-            raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
+            raise UsageError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
-            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+            raise UsageError(f"ws must be [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         ws_list = ws.to(torch.float32).unbind(dim=1)
         x = self.input(ws_list[0])
         for name, w in zip(self.layer_names, ws_list[1:]):
-            x = getattr(self, name)(x, w, force_fp32=force_fp32, update_emas=update_emas, half_dtype=half_dtype)
+            x = getattr(self, name)(
+                x, w, force_fp32=force_fp32, update_emas=update_emas,
+                reduced_dtype=self.reduced_dtype, reduced_on_cpu=self.reduced_on_cpu,
+            )
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32)
@@ -621,6 +656,21 @@ def stylegan3_variant(kwargs: dict[str, Any]) -> str:
     return "r" if bool(radial) else "t"
 
 
+_MAPPING_KWARGS = frozenset({"num_layers", "lr_multiplier", "w_avg_beta"})
+_SYNTHESIS_KWARGS = frozenset({
+    "channel_base", "channel_max", "num_layers", "num_critical", "first_cutoff", "first_stopband",
+    "last_stopband_rel", "margin_size", "output_scale", "num_fp16_res",  # SynthesisNetwork
+    "conv_kernel", "filter_size", "lrelu_upsampling", "use_radial_filters", "conv_clamp",
+    "magnitude_ema_beta",  # SynthesisLayer
+})
+
+
+def _check_kwargs(kwargs: dict[str, Any], known: frozenset[str], what: str) -> None:
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise FormatError(f"StyleGAN3 Generator: unknown {what}: {', '.join(unknown)}")
+
+
 class Generator(nn.Module):
     """StyleGAN3 generator (configs T and R): ``mapping`` then ``synthesis``; kwargs as NVIDIA's."""
 
@@ -638,6 +688,8 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         mapping_kwargs = dict(mapping_kwargs or {})
+        _check_kwargs(mapping_kwargs, _MAPPING_KWARGS, "mapping_kwargs")
+        _check_kwargs(synthesis_kwargs, _SYNTHESIS_KWARGS, "synthesis kwargs")
         self.z_dim = int(z_dim)
         self.c_dim = int(c_dim)
         self.w_dim = int(w_dim)
@@ -649,7 +701,9 @@ class Generator(nn.Module):
                 img_channels=self.img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs,
             )
         )
+        self.config = self.init_kwargs  # what save_generator records
         self.variant = stylegan3_variant(synthesis_kwargs)
+        self.kind = f"stylegan3-{self.variant}"
         self.synthesis = SynthesisNetwork(
             w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels, **synthesis_kwargs
         )
@@ -657,6 +711,11 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(
             z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws, **mapping_kwargs
         )
+
+    def set_precision(self, dtype: torch.dtype | None = torch.float16) -> "Generator":
+        """Reduced-precision dtype of the top ``num_fp16_res`` layers on CUDA (float32 = none); returns self."""
+        self.synthesis.set_precision(dtype)
+        return self
 
     def forward(
         self,
