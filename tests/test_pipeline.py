@@ -124,6 +124,16 @@ def test_sample_ws_does_not_depend_on_batch_composition(pipe):
     assert (other - alone).abs().max() > 1e-3
 
 
+def test_prior_chunking_keeps_results(pipe, monkeypatch):
+    import c2l_cli.pipeline as pl
+
+    e = pipe.embed_texts(["a", "b", "c", "d", "e"])
+    whole = pipe.sample_ws(e, [1, 2, 3, 4, 5], steps=10, sampler="ddim")
+    monkeypatch.setattr(pl, "NOISE_BUDGET", 2 * 11 * 32)  # two rows per chunk
+    chunked = pipe.sample_ws(e, [1, 2, 3, 4, 5], steps=10, sampler="ddim")
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+
+
 def test_sample_api(pipe):
     res = pipe.sample(["an old man", "a young woman"], num_images=2, candidates=4, seed=3)
     assert res.images.shape == (4, 3, 32, 32) and res.ws.shape == (4, 8, 32)

@@ -39,6 +39,8 @@ SAMPLERS = ("reference", "ddpm", "ddim")
 RECIPE_FORMAT = "c2l-recipe/1"
 #: Rows the prior denoises at once (bounds memory for many prompts; results do not depend on it).
 PRIOR_CHUNK = 256
+#: At most this many noise values per prior chunk (128 MiB of float32: long schedules get smaller chunks).
+NOISE_BUDGET = 2**25
 #: Largest seed accepted (seeds are recorded as JSON integers; 63 bits stay exact in every reader).
 MAX_SEED = 2**63 - 1
 
@@ -399,12 +401,14 @@ class Pipeline:
         if embed.shape[0] != len(seeds):
             raise UsageError(f"sample_ws got {embed.shape[0]} embeddings but {len(seeds)} seeds")
         out = []
+        per_row = (int(steps) + 1) * math.prod(self.prior.latent_shape)
+        rows = max(1, min(PRIOR_CHUNK, NOISE_BUDGET // per_row))
         with torch.no_grad():
-            for i in range(0, len(seeds), PRIOR_CHUNK):
-                chunk = list(seeds[i : i + PRIOR_CHUNK])
+            for i in range(0, len(seeds), rows):
+                chunk = list(seeds[i : i + rows])
                 noise = self.noise_for(chunk, steps)
                 ws = self.prior.sample(
-                    embed[i : i + PRIOR_CHUNK].float().to(self.device),
+                    embed[i : i + rows].float().to(self.device),
                     steps=int(steps),
                     guidance=float(guidance),
                     truncation=float(truncation),
@@ -634,7 +638,7 @@ class Pipeline:
             "models": self.models,
             "settings": result.settings.to_dict(),
             "device": str(self.device),
-            "dtype": str(_model_dtype(self.generator)).replace("torch.", ""),
+            "dtype": str(getattr(self.generator, "compute_dtype", None) or _model_dtype(self.generator)).replace("torch.", ""),
             "torch_version": torch.__version__,
         }
         if extra:
