@@ -42,6 +42,11 @@ def gen_data(
         b = bundle("ffhq")
         generator = generator or b.generator
         clip = clip or b.clip
+    # local files are recorded as absolute paths, so that `c2l train` finds them from any folder
+    if "://" not in generator and Path(generator).exists():
+        generator = str(Path(generator).resolve())
+    if clip.startswith("local-dir:") and Path(clip[len("local-dir:"):]).exists():
+        clip = "local-dir:" + str(Path(clip[len("local-dir:"):]).resolve())
     config = GenDataConfig(
         generator=generator,
         clip=clip,
