@@ -163,12 +163,12 @@ def upfirdn2d(
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
-        weight = f[None, None].expand(c, 1, *f.shape)  # (C, 1, fh, fw): depthwise
+        weight = f[None, None].expand(c, 1, *f.shape).contiguous()  # (C, 1, fh, fw): depthwise
         x = F.conv2d(x, weight, stride=(downy, downx), groups=c)
     else:
         taps = f.shape[0]
-        x = F.conv2d(x, f.reshape(1, 1, 1, taps).expand(c, 1, 1, taps), stride=(1, downx), groups=c)
-        x = F.conv2d(x, f.reshape(1, 1, taps, 1).expand(c, 1, taps, 1), stride=(downy, 1), groups=c)
+        x = F.conv2d(x, f.reshape(1, 1, 1, taps).expand(c, 1, 1, taps).contiguous(), stride=(1, downx), groups=c)
+        x = F.conv2d(x, f.reshape(1, 1, taps, 1).expand(c, 1, taps, 1).contiguous(), stride=(downy, 1), groups=c)
     return x
 
 
@@ -196,11 +196,11 @@ def _upfirdn2d_polyphase(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_
         f = f.flip(list(range(f.ndim)))
     if f.ndim == 2:
         fh, fw = f.shape
-        y = F.conv_transpose2d(x, f[None, None].expand(c, 1, fh, fw), stride=(upy, upx), groups=c)
+        y = F.conv_transpose2d(x, f[None, None].expand(c, 1, fh, fw).contiguous(), stride=(upy, upx), groups=c)
     else:
         fh = fw = f.shape[0]
-        y = F.conv_transpose2d(x, f.reshape(1, 1, 1, fw).expand(c, 1, 1, fw), stride=(1, upx), groups=c)
-        y = F.conv_transpose2d(y, f.reshape(1, 1, fh, 1).expand(c, 1, fh, 1), stride=(upy, 1), groups=c)
+        y = F.conv_transpose2d(x, f.reshape(1, 1, 1, fw).expand(c, 1, 1, fw).contiguous(), stride=(1, upx), groups=c)
+        y = F.conv_transpose2d(y, f.reshape(1, 1, fh, 1).expand(c, 1, fh, 1).contiguous(), stride=(upy, 1), groups=c)
     out_h = h * upy + py0 + py1 - fh + 1
     out_w = w * upx + px0 + px1 - fw + 1
     y = _crop_or_pad(y, 2, fh - 1 - py0, out_h)

@@ -272,8 +272,10 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)  # (N, I)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
-                                generator=generator) * self.noise_strength
+            # Drawn on the generator's own device (a CPU generator gives the same noise on any device).
+            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], generator=generator,
+                                device=generator.device if generator is not None else x.device)
+            noise = noise.to(x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
