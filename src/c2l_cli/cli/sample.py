@@ -183,12 +183,11 @@ def register(app: typer.Typer) -> None:
             if image is not None:
                 image_path = check_image(image)
 
-        out_dir = check_out_dir(out.expanduser())
-
         from ..devices import resolve_device, resolve_dtype
 
         dev = resolve_device(device)  # CUDA asked for but absent → DeviceError before loading
         resolve_dtype(dtype, dev)  # a bad --dtype is a usage error before loading
+        out_dir = check_out_dir(out.expanduser())
 
         from ..pipeline import Pipeline
 
@@ -199,13 +198,13 @@ def register(app: typer.Typer) -> None:
             clip = clip or (models.get("clip") or {}).get("spec")
         pipe = Pipeline.from_sources(model, generator, prior, clip, device=dev, dtype=dtype, progress=info)
 
+        if size is not None and size > pipe.resolution:
+            raise UsageError(f"--size {size} is larger than the generator's {pipe.resolution} px; --size only downscales")
         if recipe is not None:
             _warn_changed_models(recipe.get("models") or {}, pipe.models)
-            overrides = {k: v for k, v in controls.items() if v is not None}
+            overrides = {k: values[k] for k, v in controls.items() if v is not None}
             result = pipe.replay(recipe, overrides=overrides, progress=info)
         else:
-            if size is not None and size > pipe.resolution:
-                raise UsageError(f"--size {size} is larger than the generator's {pipe.resolution} px; --size only downscales")
             result = pipe.sample(
                 prompt_list or None,
                 num_images=settings.num_images,
@@ -222,8 +221,6 @@ def register(app: typer.Typer) -> None:
                 image_weight=image_weight,
                 progress=info,
             )
-        if size is not None and size > pipe.resolution:
-            raise UsageError(f"--size {size} is larger than the generator's {pipe.resolution} px; --size only downscales")
 
         doc = write_outputs(pipe, result, out_dir, fmt=fmt_key, size=size, grid=grid, save_latents=save_latents,
                             replay_of=recipe, replay_path=replay)
