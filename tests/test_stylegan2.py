@@ -16,11 +16,9 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def sg2(request):
-    from conftest import FIXTURES
-
-    G = load_generator(FIXTURES / "stylegan" / "stylegan2-tiny.pkl", device="cpu")
-    expected = dict(np.load(FIXTURES / "stylegan" / "stylegan2-tiny-expected.npz"))
+def sg2(fixtures_dir):
+    G = load_generator(fixtures_dir / "stylegan" / "stylegan2-tiny.pkl", device="cpu")
+    expected = dict(np.load(fixtures_dir / "stylegan" / "stylegan2-tiny-expected.npz"))
     return G, expected
 
 

@@ -65,15 +65,11 @@ def modulated_conv2d(
         weight = weight * (1 / np.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    # Per-sample weights and demodulation coefficients (float32).
-    w = None
+    # Demodulation coefficients 1/sqrt(sum_{i,k} (w_oik s_i)^2 + eps), as a small matmul:
+    # sum_i s_i^2 sum_k w_oik^2 — the reference's value without materialising the modulated weights.
     dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # (N, O, I, k, k)
     if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
-    if demodulate and fused_modconv:
-        w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)  # (N, O, I, k, k)
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (N, O)
 
     if not fused_modconv:
         # Scale activations, one shared convolution, scale again.
@@ -87,7 +83,11 @@ def modulated_conv2d(
             x = x + noise.to(x.dtype)
         return x
 
-    # One grouped convolution over the batch folded into channels.
+    # One grouped convolution over the batch folded into channels, with per-sample weights.
+    scale = styles.reshape(batch_size, 1, -1, 1, 1)  # (N, 1, I, 1, 1)
+    if demodulate:
+        scale = scale * dcoefs.reshape(batch_size, -1, 1, 1, 1)  # (N, O, I, 1, 1)
+    w = weight.unsqueeze(0) * scale  # (N, O, I, k, k)
     x = x.reshape(1, -1, *x.shape[2:])  # (1, N*I, H, W)
     w = w.reshape(-1, in_channels, kh, kw)  # (N*O, I, k, k)
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, groups=batch_size, flip_weight=flip_weight)
