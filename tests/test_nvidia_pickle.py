@@ -303,3 +303,14 @@ def test_to_pickleable_roundtrip_is_faithful(sg2_pkl):
     a = nv.record_state_dict(top["G_ema"])
     b = nv.record_state_dict(again["G_ema"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_truncated_torch_save_archive_is_a_format_error(tmp_path):
+    buf = io.BytesIO()
+    torch.save({"a": torch.randn(64, 64)}, buf)
+    data = buf.getvalue()
+    for cut in (len(data) // 2, len(data) - 30):
+        path = tmp_path / f"cut{cut}.pt"
+        path.write_bytes(data[:cut])
+        with pytest.raises(FormatError):
+            nv.load_pickle(path)

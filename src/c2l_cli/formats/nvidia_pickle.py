@@ -34,6 +34,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,9 +341,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
 # Reading
 
 _CORRUPT = (
-    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, KeyError, IndexError,
+    pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, LookupError,
     struct.error, RuntimeError, UnicodeDecodeError, OverflowError, MemoryError, RecursionError,
-    zipfile.BadZipFile,
+    zipfile.BadZipFile, zlib.error, OSError,
 )
 
 
