@@ -367,3 +367,10 @@ def test_mismatched_clip(models, fixtures_dir, tmp_path):
     args[args.index("--clip") + 1] = _clip16(tmp_path, fixtures_dir)
     out = tmp_path / "out"
     _check_error(run([*args, "-o", str(out), "x"]), 1, "embedding size (16)", out)
+
+
+def test_long_prompt_warns_in_one_line(models, tmp_path):
+    res = ok([*models, "-o", str(tmp_path), "-c", "1", "--seed", "1", " ".join(["word"] * 100)])
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "truncated" in warnings[0]
+    assert len(list(tmp_path.glob("*.png"))) == 1

@@ -127,104 +127,122 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document (files, prompts, seeds, scores, settings) on stdout."),
     ) -> None:
         """Text (or an image) to images: CLIP → diffusion prior → StyleGAN → CLIP re-ranking."""
-        from ..errors import UsageError
-        from .output import info
+        args = dict(locals())  # exactly the options, by name
+        import warnings
 
-        controls = {
-            "steps": steps, "guidance": guidance, "sampler": sampler, "eta": eta, "truncation": truncation,
-            "candidates": candidates, "num_images": num_images, "style_mix": style_mix, "batch_size": batch_size,
-        }
-        fmt_key = fmt.strip().lower()
-        if fmt_key == "jpeg":
-            fmt_key = "jpg"
-        if fmt_key not in FORMAT_CHOICES:
-            raise UsageError(f"unknown --format {fmt!r} (use png, jpg or webp)")
-        if size is not None and size < 1:
-            raise UsageError(f"--size must be a positive number of pixels, got {size}")
-        if seed is not None and seed < 0:
-            raise UsageError(f"--seed must be >= 0, got {seed}")
-        if image_weight is not None and not 0.0 <= image_weight <= 1.0:
-            raise UsageError(f"--image-weight must be in [0, 1], got {image_weight}")
+        from .output import warn
 
-        recipe = None
-        if replay is not None:
-            from ..images import read_recipe
+        with warnings.catch_warnings():
+            # library warnings (e.g. a prompt truncated to CLIP's context) as one `warning:` line each
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda message, *_a, **_k: warn(str(message))  # restored on exit
+            run_sample(**args)
 
-            if prompts or prompts_file or image or candidates is not None or num_images is not None or seed is not None:
-                raise UsageError("--replay takes the prompt, image and seed from the recipe: drop prompts, --prompts-file, --image, --seed, --candidates and --num-images")
-            recipe = read_recipe(replay)
-            settings_base = {**DEFAULTS, **{k: v for k, v in (recipe.get("settings") or {}).items() if k in DEFAULTS}}
-        else:
-            settings_base = dict(DEFAULTS)
-        values = {k: _value(v, k, settings_base) for k, v in controls.items()}
-        if values["sampler"] is not None:
-            values["sampler"] = str(values["sampler"]).strip().lower()
 
-        from ..pipeline import SampleSettings, validate_settings
+def run_sample(
+    *, prompts, prompts_file, image, image_weight, model, generator, prior, clip, guidance, steps, sampler, eta,
+    truncation, candidates, num_images, style_mix, seed, batch_size, device, dtype, out, fmt, size, grid,
+    save_latents, replay, json_out,
+) -> None:
+    """The body of ``c2l sample``: parse and validate, load, sample, write, render."""
+    from ..errors import UsageError
+    from .output import info
 
-        settings = SampleSettings(**values)
-        validate_settings(settings)  # model-independent checks, before anything is loaded
+    controls = {
+        "steps": steps, "guidance": guidance, "sampler": sampler, "eta": eta, "truncation": truncation,
+        "candidates": candidates, "num_images": num_images, "style_mix": style_mix, "batch_size": batch_size,
+    }
+    fmt_key = fmt.strip().lower()
+    if fmt_key == "jpeg":
+        fmt_key = "jpg"
+    if fmt_key not in FORMAT_CHOICES:
+        raise UsageError(f"unknown --format {fmt!r} (use png, jpg or webp)")
+    if size is not None and size < 1:
+        raise UsageError(f"--size must be a positive number of pixels, got {size}")
+    if seed is not None and seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    if image_weight is not None and not 0.0 <= image_weight <= 1.0:
+        raise UsageError(f"--image-weight must be in [0, 1], got {image_weight}")
 
-        prompt_list: list[str] = []
-        image_path: Optional[Path] = None
-        if recipe is None:
-            prompt_list = list(prompts or [])
+    recipe = None
+    if replay is not None:
+        from ..images import read_recipe
+
+        if prompts or prompts_file or image or candidates is not None or num_images is not None or seed is not None:
+            raise UsageError("--replay takes the prompt, image and seed from the recipe: drop prompts, --prompts-file, --image, --seed, --candidates and --num-images")
+        recipe = read_recipe(replay)
+        settings_base = {**DEFAULTS, **{k: v for k, v in (recipe.get("settings") or {}).items() if k in DEFAULTS}}
+    else:
+        settings_base = dict(DEFAULTS)
+    values = {k: _value(v, k, settings_base) for k, v in controls.items()}
+    if values["sampler"] is not None:
+        values["sampler"] = str(values["sampler"]).strip().lower()
+
+    from ..pipeline import SampleSettings, validate_settings
+
+    settings = SampleSettings(**values)
+    validate_settings(settings)  # model-independent checks, before anything is loaded
+
+    prompt_list: list[str] = []
+    image_path: Optional[Path] = None
+    if recipe is None:
+        prompt_list = list(prompts or [])
+        if prompts_file:
+            prompt_list += read_prompts_file(prompts_file)
+        for p in prompt_list:
+            if not p.strip():
+                raise UsageError("empty prompt: give some text to condition on")
+        if image_weight is not None and image is None:
+            raise UsageError("--image-weight needs --image")
+        if not prompt_list and image is None:
             if prompts_file:
-                prompt_list += read_prompts_file(prompts_file)
-            for p in prompt_list:
-                if not p.strip():
-                    raise UsageError("empty prompt: give some text to condition on")
-            if image_weight is not None and image is None:
-                raise UsageError("--image-weight needs --image")
-            if not prompt_list and image is None:
-                if prompts_file:
-                    raise UsageError(f"no prompts in {prompts_file} (blank lines and # comments are skipped)")
-                raise UsageError("give a prompt, --prompts-file or --image (or --replay IMAGE)")
-            if image is not None:
-                image_path = check_image(image)
+                raise UsageError(f"no prompts in {prompts_file} (blank lines and # comments are skipped)")
+            raise UsageError("give a prompt, --prompts-file or --image (or --replay IMAGE)")
+        if image is not None:
+            image_path = check_image(image)
 
-        from ..devices import resolve_device, resolve_dtype
+    from ..devices import resolve_device, resolve_dtype
 
-        dev = resolve_device(device)  # CUDA asked for but absent → DeviceError before loading
-        resolve_dtype(dtype, dev)  # a bad --dtype is a usage error before loading
-        out_dir = check_out_dir(out.expanduser())
+    dev = resolve_device(device)  # CUDA asked for but absent → DeviceError before loading
+    resolve_dtype(dtype, dev)  # a bad --dtype is a usage error before loading
+    out_dir = check_out_dir(out.expanduser())
 
-        from ..pipeline import Pipeline
+    from ..pipeline import Pipeline
 
-        if recipe is not None:
-            models = recipe.get("models") or {}
-            generator = generator or (models.get("generator") or {}).get("source")
-            prior = prior or (models.get("prior") or {}).get("source")
-            clip = clip or (models.get("clip") or {}).get("spec")
-        pipe = Pipeline.from_sources(model, generator, prior, clip, device=dev, dtype=dtype, progress=info)
+    if recipe is not None:
+        models = recipe.get("models") or {}
+        generator = generator or (models.get("generator") or {}).get("source")
+        prior = prior or (models.get("prior") or {}).get("source")
+        clip = clip or (models.get("clip") or {}).get("spec")
+    pipe = Pipeline.from_sources(model, generator, prior, clip, device=dev, dtype=dtype, progress=info)
 
-        if size is not None and size > pipe.resolution:
-            raise UsageError(f"--size {size} is larger than the generator's {pipe.resolution} px; --size only downscales")
-        if recipe is not None:
-            _warn_changed_models(recipe.get("models") or {}, pipe.models)
-            overrides = {k: values[k] for k, v in controls.items() if v is not None}
-            result = pipe.replay(recipe, overrides=overrides, progress=info)
-        else:
-            result = pipe.sample(
-                prompt_list or None,
-                num_images=settings.num_images,
-                candidates=settings.candidates,
-                seed=seed,
-                steps=settings.steps,
-                guidance=settings.guidance,
-                truncation=settings.truncation,
-                sampler=settings.sampler,
-                eta=settings.eta,
-                style_mix=settings.style_mix,
-                batch_size=settings.batch_size,
-                image=str(image_path) if image_path is not None else None,
-                image_weight=image_weight,
-                progress=info,
-            )
+    if size is not None and size > pipe.resolution:
+        raise UsageError(f"--size {size} is larger than the generator's {pipe.resolution} px; --size only downscales")
+    if recipe is not None:
+        _warn_changed_models(recipe.get("models") or {}, pipe.models)
+        overrides = {k: values[k] for k, v in controls.items() if v is not None}
+        result = pipe.replay(recipe, overrides=overrides, progress=info)
+    else:
+        result = pipe.sample(
+            prompt_list or None,
+            num_images=settings.num_images,
+            candidates=settings.candidates,
+            seed=seed,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            truncation=settings.truncation,
+            sampler=settings.sampler,
+            eta=settings.eta,
+            style_mix=settings.style_mix,
+            batch_size=settings.batch_size,
+            image=str(image_path) if image_path is not None else None,
+            image_weight=image_weight,
+            progress=info,
+        )
 
-        doc = write_outputs(pipe, result, out_dir, fmt=fmt_key, size=size, grid=grid, save_latents=save_latents,
-                            replay_of=recipe, replay_path=replay)
-        render(doc, json_out)
+    doc = write_outputs(pipe, result, out_dir, fmt=fmt_key, size=size, grid=grid, save_latents=save_latents,
+                        replay_of=recipe, replay_path=replay)
+    render(doc, json_out)
 
 
 def _warn_changed_models(recorded: dict, loaded: dict) -> None:
