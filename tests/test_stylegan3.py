@@ -133,6 +133,31 @@ def test_firwin_properties():
     assert r.shape == (12, 12) and torch.allclose(r, r.t()) and abs(float(r.sum()) - 1) < 1e-6
 
 
+def _naive_upfirdn2d(x, f, up=1, down=1, padding=(0, 0, 0, 0), gain=1.0):
+    """Textbook upfirdn: insert zeros, pad/crop, full 2-D true convolution per channel, keep every down-th."""
+    n, c, h, w = x.shape
+    if f is None:
+        f = torch.ones(1)
+    f2 = torch.outer(f, f) if f.ndim == 1 else f
+    f2 = f2 * gain
+    z = torch.zeros(n, c, h * up, w * up)
+    z[:, :, ::up, ::up] = x
+    px0, px1, py0, py1 = padding
+    z = F.pad(z, [px0, px1, py0, py1])
+    kh, kw = f2.shape
+    y = F.conv2d(z.reshape(n * c, 1, *z.shape[2:]), f2.flip([0, 1])[None, None])
+    return y.reshape(n, c, *y.shape[2:])[:, :, ::down, ::down]
+
+
+def _naive_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clamp):
+    x = x + b[None, :, None, None]
+    x = _naive_upfirdn2d(x, fu, up=up, padding=padding, gain=up**2)
+    x = F.leaky_relu(x, slope) * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return _naive_upfirdn2d(x, fd, down=down)
+
+
 @pytest.mark.parametrize(
     "up,down,padding,radial,clamp,slope,gain",
     [
@@ -145,7 +170,8 @@ def test_firwin_properties():
     ],
 )
 def test_filtered_lrelu_equals_reference_formulation(up, down, padding, radial, clamp, slope, gain):
-    """Our polyphase filtered_lrelu == bias → upfirdn2d(up) → lrelu·gain, clamp → upfirdn2d(down) (ops)."""
+    """ops.filtered_lrelu, as StyleGAN3's layers call it, == the textbook definition (zero insertion, pad,
+    full-rate 2-D filtering, decimation) for T, R, cropping, clamping and ToRGB settings."""
     gen = torch.Generator().manual_seed(up * 10 + down)
     x = torch.randn(2, 5, 24, 26, generator=gen)
     b = torch.randn(5, generator=gen)
@@ -155,8 +181,8 @@ def test_filtered_lrelu_equals_reference_formulation(up, down, padding, radial, 
         fd = torch.rand(*([6 * down] * (2 if radial else 1)), generator=gen) + 0.1
         fu, fd = fu / fu.sum(), fd / fd.sum()
     kw = dict(up=up, down=down, padding=padding, gain=gain, slope=slope, clamp=clamp)
-    ours = sg3.filtered_lrelu(x, fu, fd, b, **kw)
-    ref = ops.filtered_lrelu(x, fu, fd, b, **kw)
+    ours = ops.filtered_lrelu(x, fu, fd, b, **kw)
+    ref = _naive_filtered_lrelu(x, fu, fd, b, **kw)
     assert ours.shape == ref.shape
     assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-5)
 

@@ -7,9 +7,9 @@ names (so the flat state dict of an NVIDIA pickle loads with ``strict=True``), s
 custom CUDA extensions and without scipy:
 
 - the filtered leaky ReLU (bias, ``up``-fold upsampling with ``up_filter``, leaky ReLU with gain and
-  clamp, ``down``-fold downsampling with ``down_filter``) is built from ``conv_transpose2d`` /
-  ``conv2d`` with stride (polyphase: no zero-stuffed tensors, no full-resolution filtering that is then
-  thrown away);
+  clamp, ``down``-fold downsampling with ``down_filter``) is :func:`c2l_cli.nets.ops.filtered_lrelu`:
+  depthwise ``conv_transpose2d`` / strided ``conv2d`` (no zero-stuffed tensors, no filtering at full
+  rate of samples that are then thrown away);
 - the Kaiser low-pass filters (``firwin``) and the radial jinc filters of config R are designed here
   with numpy and ``torch.special.bessel_j1``, to the reference's float32 values;
 - the modulated convolution modulates the activations instead of the weights (one shared-weight
@@ -22,7 +22,11 @@ Differences from the reference, on purpose:
   the demodulation epsilon, on the other images in its batch. We normalise per sample, so an image does
   not depend on its batch. The scale cancels in demodulation, so the outputs agree to float32 rounding.
 - On CUDA the reference runs ``filtered_lrelu`` as a custom kernel; here the same maths runs as cuDNN
-  convolutions in the layer's dtype (float16 for the top ``num_fp16_res`` resolutions, as the reference).
+  convolutions in the layer's dtype (float16 for the top ``num_fp16_res`` resolutions, as the reference;
+  :meth:`Generator.set_precision` picks bfloat16 or float32 instead).
+
+Generator attributes beyond NVIDIA's: ``kind`` (``"stylegan3-t"``/``"stylegan3-r"``), ``variant``
+(``"t"``/``"r"``), ``config`` (= ``init_kwargs``: the JSON-safe init kwargs that rebuild the network).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FormatError, UsageError
+from .ops import FullyConnectedLayer, filtered_lrelu
 
 __all__ = [
     "Generator",
@@ -43,9 +48,7 @@ __all__ = [
     "SynthesisNetwork",
     "SynthesisInput",
     "SynthesisLayer",
-    "FullyConnectedLayer",
     "design_lowpass_filter",
-    "filtered_lrelu",
     "modulated_conv2d",
     "stylegan3_variant",
 ]
@@ -112,83 +115,6 @@ def design_lowpass_filter(
 # Ops
 
 
-def _as_filter(f: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    if f is None:
-        return torch.ones([1], dtype=x.dtype, device=x.device)
-    return f.to(device=x.device, dtype=x.dtype)
-
-
-def _upsample_filter(x: torch.Tensor, f: torch.Tensor, up: int, padding: tuple[int, int, int, int]) -> torch.Tensor:
-    """Zero-insertion upsampling by ``up``, zero padding (negative = crop) and true convolution with ``f``
-    (gain ``up**2``) of each channel of x (N, C, H, W), as ``upfirdn2d(x, f, up=up, padding=padding,
-    gain=up**2)``.
-
-    Computed as a depthwise ``conv_transpose2d`` with stride ``up`` (the full convolution of the
-    zero-stuffed signal, without materialising the zeros), then a pad/crop to the requested window."""
-    c = x.shape[1]
-    px0, px1, py0, py1 = padding
-    if f.ndim == 1:
-        k = f.shape[0]
-        g = f * up
-        x = F.conv_transpose2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, up), groups=c)  # W: (W-1)*up+k
-        x = F.conv_transpose2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(up, 1), groups=c)  # H: (H-1)*up+k
-        kh = kw = k
-    else:
-        kh, kw = f.shape
-        x = F.conv_transpose2d(x, (f * (up * up)).view(1, 1, kh, kw).expand(c, 1, kh, kw), stride=up, groups=c)
-    # Full-convolution index n is output index n - (k - 1) + p0; the right edge keeps up + p1 - k more.
-    pads = [px0 - kw + 1, px1 + up - kw, py0 - kh + 1, py1 + up - kh]
-    if max(pads) > 0:
-        return F.pad(x, pads)
-    h, w = x.shape[2], x.shape[3]
-    return x[:, :, -pads[2] : h + pads[3], -pads[0] : w + pads[1]]  # crop only: a view
-
-
-def _downsample_filter(x: torch.Tensor, f: torch.Tensor, down: int) -> torch.Tensor:
-    """Valid true convolution of each channel with ``f``, keeping every ``down``-th sample, as
-    ``upfirdn2d(x, f, down=down)``: a depthwise convolution with stride ``down``."""
-    c = x.shape[1]
-    if f.ndim == 1:
-        k = f.shape[0]
-        if k == 1 and down == 1:
-            return x * f
-        g = f.flip(0)
-        x = F.conv2d(x, g.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, down), groups=c)
-        return F.conv2d(x, g.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(down, 1), groups=c)
-    kh, kw = f.shape
-    return F.conv2d(x, f.flip([0, 1]).view(1, 1, kh, kw).expand(c, 1, kh, kw), stride=down, groups=c)
-
-
-def filtered_lrelu(
-    x: torch.Tensor,
-    fu: torch.Tensor | None = None,
-    fd: torch.Tensor | None = None,
-    b: torch.Tensor | None = None,
-    up: int = 1,
-    down: int = 1,
-    padding: tuple[int, int, int, int] | list[int] = (0, 0, 0, 0),
-    gain: float = _SQRT2,
-    slope: float = 0.2,
-    clamp: float | None = None,
-) -> torch.Tensor:
-    """Filtered leaky ReLU (alias-free nonlinearity, the paper's §3.2): add bias ``b``; upsample by ``up``
-    with ``fu`` (gain ``up**2``) over ``padding`` [x0, x1, y0, y1]; leaky ReLU(slope) * gain, clamp to
-    ±``clamp``; filter with ``fd`` and keep every ``down``-th pixel. Same maths as the reference's
-    ``_filtered_lrelu_ref``; filters are 1-D (separable), 2-D, or None (identity). x: (N, C, H, W)."""
-    if b is not None:
-        x = x + b.to(x.dtype).view(1, -1, 1, 1)
-    x = _upsample_filter(x, _as_filter(fu, x), int(up), tuple(int(p) for p in padding))
-    # gain * lrelu(x) == lrelu(gain * x) for gain > 0; the first op makes a fresh contiguous tensor,
-    # the rest may then work in place unless autograd needs the intermediate values.
-    x = x * float(gain) if gain != 1 else x.contiguous()
-    inplace = not (torch.is_grad_enabled() and x.requires_grad)
-    if slope != 1:
-        x = F.leaky_relu_(x, float(slope)) if inplace else F.leaky_relu(x, float(slope))
-    if clamp is not None:
-        x = x.clamp_(-float(clamp), float(clamp)) if inplace else x.clamp(-float(clamp), float(clamp))
-    return _downsample_filter(x, _as_filter(fd, x), int(down))
-
-
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -218,49 +144,6 @@ def modulated_conv2d(
 
 # ----------------------------------------------------------------------------------------------
 # Modules (names and shapes of parameters and buffers as the reference)
-
-
-class FullyConnectedLayer(nn.Module):
-    """Dense layer with equalised learning rate: y = act(x @ (W * lr / sqrt(in)).T + b * lr)."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        activation: str = "linear",
-        bias: bool = True,
-        lr_multiplier: float = 1.0,
-        weight_init: float = 1.0,
-        bias_init: Any = 0.0,
-    ) -> None:
-        super().__init__()
-        if activation not in ("linear", "lrelu"):
-            raise ValueError(f"unsupported activation {activation!r}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.activation = activation
-        self.weight = nn.Parameter(torch.randn([out_features, in_features]) * (weight_init / lr_multiplier))
-        init = np.broadcast_to(np.asarray(bias_init, dtype=np.float32), [out_features])
-        self.bias = nn.Parameter(torch.from_numpy(init / lr_multiplier)) if bias else None
-        self.weight_gain = lr_multiplier / np.sqrt(in_features)
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == "linear":
-            return torch.addmm(b.unsqueeze(0), x, w.t()) if b is not None else x.matmul(w.t())
-        x = x.matmul(w.t())
-        if b is not None:
-            x = x + b
-        return F.leaky_relu(x, 0.2) * _SQRT2
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
 class MappingNetwork(nn.Module):
