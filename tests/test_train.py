@@ -219,3 +219,20 @@ def test_cli_train_errors(tmp_path, dataset):
     r = run(bad, "--out", tmp_path / "r4", "--set", "val_every=0")
     assert r.exit_code == 1 and "shard 1" in r.output and "sha256" in r.output
     assert "Traceback" not in r.output
+
+
+def test_w3_data_trains_a_three_vector_prior(tmp_path):
+    import numpy as np
+
+    from c2l_cli.data import write_dataset
+    from c2l_cli.prior import load_prior
+
+    rng = np.random.default_rng(1)
+    write_dataset(tmp_path / "w3", rng.standard_normal((40, 3, 32)), rng.standard_normal((40, 32)),
+                  shard_size=16, latent_repeats=[2, 2, 4])  # fmt: skip
+    cfg = build_config(dict(TINY, max_steps=5, val_every=0, data_on_device="no"))
+    res = train(tmp_path / "w3", tmp_path / "run", cfg, device="cpu")
+    assert res.step == 5 and res.best_score is None and not (tmp_path / "run" / "best").exists()
+    prior = load_prior(tmp_path / "run" / "latest", device="cpu")
+    assert prior.config.n_latents == 3 and tuple(prior.config.latent_repeats) == (2, 2, 4)
+    assert prior.sample(torch.randn(2, 32), generator=0).shape == (2, 8, 32)
