@@ -82,7 +82,7 @@ def main() -> None:
     import torch
 
     from c2l_cli.prior import Prior
-    from c2l_cli.train import TrainConfig, prior_config_for  # noqa: F401
+    from c2l_cli.train import TrainConfig
 
     devices = []
     if args.device in ("auto", "cpu"):
