@@ -331,6 +331,11 @@ class Prior(nn.Module):
                 raise UsageError(f"{name} must be a finite number, got {value}")
         if eta < 0:
             raise UsageError(f"eta must be >= 0, got {eta}")
+        if float(guidance) != 1.0 and self.config.cond_drop_prob <= 0:
+            raise UsageError(
+                "this prior was trained without condition dropout, so classifier-free guidance is undefined;"
+                " use guidance 1"
+            )
 
     @torch.no_grad()
     def sample_latents(
