@@ -185,3 +185,12 @@ def test_conditions(pipe, tmp_path):
     res = pipe.sample(None, image=str(img), candidates=2, seed=1)
     assert res.prompts == [None] and res.image_condition["weight"] == 1.0
     assert len(res.image_condition["sha256"]) == 64
+
+
+def test_inexact_mode_keeps_the_batched_renders(pipe):
+    exact = pipe.sample(["a dog", "a cat"], num_images=2, candidates=3, seed=5, batch_size=4)
+    fast = pipe.sample(["a dog", "a cat"], num_images=2, candidates=3, seed=5, batch_size=4, exact=False)
+    assert [it.candidate_index for it in fast.items] == [it.candidate_index for it in exact.items]
+    torch.testing.assert_close(fast.images, exact.images, atol=1e-3, rtol=0)
+    torch.testing.assert_close(fast.ws, exact.ws, atol=1e-4, rtol=0)
+    torch.testing.assert_close(fast.scores, exact.scores, atol=1e-4, rtol=0)

@@ -510,11 +510,15 @@ class Pipeline:
         image: Any = None,
         image_weight: Optional[float] = None,
         progress: Progress = None,
+        exact: bool = True,
     ) -> SampleResult:
         """The paper's §4.3 pipeline for every prompt: keep the best *num_images* of *candidates*.
 
         *image*: a path or PIL image to condition on (alone, or mixed with each prompt by
         *image_weight*). *seed*: the run seed (random when None; always in the result).
+        *exact*: render each kept image again alone, so it is bit-identical whatever the batch size
+        and to :meth:`replay` (costs one batch-1 prior + synthesis per kept image); ``False`` keeps
+        the batched renders (equal to the exact ones up to float rounding).
         """
         torch = self._torch
         say = progress or (lambda _m: None)
@@ -554,6 +558,7 @@ class Pipeline:
 
         # synthesis + re-ranking in batches spanning prompts; scores stay on the device (one sync at the end)
         scores = torch.empty(P * C, dtype=torch.float32, device=self.device)
+        pool: dict[int, list] = {p: [] for p in range(P)}  # exact=False: running top-K images per prompt
         bs = s.batch_size
         nb = math.ceil(P * C / bs)
         for b, j0 in enumerate(range(0, P * C, bs)):
@@ -561,25 +566,37 @@ class Pipeline:
             say(f"synthesising and scoring batch {b + 1}/{nb}")
             imgs = self.synthesize(ws[j0:j1], bs, s.noise_mode)  # (b, 3, H, W)
             scores[j0:j1] = self.score(imgs, embed[j0:j1]).float()
+            if not exact:
+                row = scores[j0:j1].tolist()
+                for r, j in enumerate(range(j0, j1)):
+                    pool[rows_p[j]].append((-row[r], rows_c[j], imgs[r]))
+                for p in set(rows_p[j0:j1]):
+                    pool[p] = sorted(pool[p], key=lambda e: (e[0], e[1]))[:K]
             del imgs
         all_scores = scores.cpu().view(P, C)
 
-        # keep the best K per prompt (ties: the lower candidate index), then render each kept image
-        # on its own (batch of 1) so its pixels depend only on its seeds, never on the batching —
-        # exactly what replay() computes from the recipe.
+        # keep the best K per prompt (ties: the lower candidate index). exact=True renders each kept
+        # image again on its own (batch of 1) so its pixels depend only on its seeds, never on the
+        # batching — exactly what replay() computes from the recipe.
         images, out_ws, items, out_seeds = [], [], [], []
-        say(f"rendering the best {K} of {C} for {P} prompt{'s' if P > 1 else ''}")
+        if exact:
+            say(f"rendering the best {K} of {C} for {P} prompt{'s' if P > 1 else ''}")
         for p in range(P):
             row = all_scores[p].tolist()
             best = sorted(range(C), key=lambda c: (-row[c], c))[:K]
-            cond_p = cond[p : p + 1] if P == 1 else self.conditions(
-                [labels[p]] if labels[p] is not None else None, image, image_weight)[1]  # (1, D)
+            if exact:
+                cond_p = cond[p : p + 1] if P == 1 else self.conditions(
+                    [labels[p]] if labels[p] is not None else None, image, image_weight)[1]  # (1, D)
             for rank, c in enumerate(best):
                 j = p * C + c
-                img, w = self.render(cond_p, seeds[j], sseeds[j], s)
-                score = float(self.score(img, cond_p).float().cpu()[0])
-                images.append(img[0].float().cpu())
-                out_ws.append(w[0].float().cpu())
+                if exact:
+                    img, w = self.render(cond_p, seeds[j], sseeds[j], s)
+                    score = float(self.score(img, cond_p).float().cpu()[0])
+                    img, w = img[0], w[0]
+                else:
+                    img, w, score = pool[p][rank][2], ws[j], row[c]
+                images.append(img.float().cpu())
+                out_ws.append(w.float().cpu())
                 out_seeds.append(seeds[j])
                 items.append(SampleItem(labels[p], p, rank, c, seeds[j], sseeds[j], score))
         image_condition = None
