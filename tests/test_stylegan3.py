@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,7 +143,6 @@ def _naive_upfirdn2d(x, f, up=1, down=1, padding=(0, 0, 0, 0), gain=1.0):
     z[:, :, ::up, ::up] = x
     px0, px1, py0, py1 = padding
     z = F.pad(z, [px0, px1, py0, py1])
-    kh, kw = f2.shape
     y = F.conv2d(z.reshape(n * c, 1, *z.shape[2:]), f2.flip([0, 1])[None, None])
     return y.reshape(n, c, *y.shape[2:])[:, :, ::down, ::down]
 
