@@ -330,3 +330,13 @@ def test_reduced_precision_path(loaded, monkeypatch, dtype):
     assert img.dtype == torch.float32 and torch.isfinite(img).all()
     rel = float((img - ref).abs().max() / ref.abs().max())
     assert 0 < rel < 0.1, rel
+
+
+def test_training_kwargs_of_real_pickles_are_accepted():
+    """Real snapshots carry magnitude_ema_beta; --fp32 runs have conv_clamp=None and num_fp16_res=0."""
+    G = _tiny(magnitude_ema_beta=0.5 ** (32 / 20e3), conv_clamp=None, num_fp16_res=0)
+    layers = [getattr(G.synthesis, n) for n in G.synthesis.layer_names]
+    assert not any(layer.use_fp16 for layer in layers) and all(layer.conv_clamp is None for layer in layers)
+    with torch.no_grad():
+        img = G(torch.randn(2, 8))
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
