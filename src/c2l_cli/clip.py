@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from . import settings
 from .devices import resolve_device, resolve_dtype
-from .errors import C2LError, DownloadError, FormatError, ModelMismatchError, OfflineError, UsageError
+from .errors import C2LError, C2LWarning, DownloadError, FormatError, ModelMismatchError, OfflineError, UsageError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -74,7 +74,7 @@ _WEIGHT_NAMES = (
 ImageInput = Union["torch.Tensor", "PILImage.Image", str, os.PathLike]
 
 
-class PromptTruncatedWarning(UserWarning):
+class PromptTruncatedWarning(C2LWarning):
     """A prompt was longer than CLIP's context (77 tokens) and was cut; the message names it."""
 
 

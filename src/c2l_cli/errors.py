@@ -42,3 +42,7 @@ class ModelMismatchError(C2LError):
 
 class DeviceError(C2LError):
     """A requested device is not available."""
+
+
+class C2LWarning(UserWarning):
+    """A warning c2l gives the user (shown by the CLI as one ``warning: …`` line on stderr)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from typing import Optional
 
 import typer
@@ -37,7 +38,9 @@ class C2LGroup(TyperGroup):
 
     def invoke(self, ctx):  # noqa: D401 - click API
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except _PASSTHROUGH:
             raise
         except C2LError as exc:
@@ -48,14 +51,26 @@ class C2LGroup(TyperGroup):
             _report(exc, 1, f"unexpected {type(exc).__name__}: {exc} (set C2L_DEBUG=1 for the traceback)")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Every warning raised while a command runs becomes one ``warning: …`` line on stderr."""
+    from .output import warn
+
+    text = " ".join(str(message).split())
+    if settings.debug():
+        text = f"{text} ({category.__name__}, {filename}:{lineno})"
+    warn(text)
+
+
 def _report(exc: BaseException, code: int, message: Optional[str] = None) -> None:
     if settings.debug():
         raise exc
+    from rich.markup import escape
+
     from .output import stderr_console
 
     text = message if message is not None else str(exc)
     text = " ".join(text.split()) or type(exc).__name__
-    stderr_console().print(f"[bold red]error:[/bold red] {text}", markup=True, highlight=False, soft_wrap=True)
+    stderr_console().print(f"[bold red]error:[/bold red] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -28,7 +28,9 @@ def stderr_console() -> Console:
 
 def warn(message: str) -> None:
     """One warning line on stderr."""
-    stderr_console().print(f"[yellow]warning:[/yellow] {message}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    stderr_console().print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def info(message: str) -> None:
