@@ -23,6 +23,8 @@ _LAZY = {
     "save_prior": "prior",
     "load_clip": "clip",
     "Pipeline": "pipeline",
+    "load_latents": "latents",
+    "load_direction": "latents",
 }
 
 __all__ = ["__version__", *_LAZY]
