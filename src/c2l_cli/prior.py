@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .accel import GraphedFunction, cuda_graphs_enabled
 from .devices import resolve_device
 from .diffusion.schedule import Schedule, make_schedule
 from .errors import FormatError, ModelMismatchError, UsageError
@@ -337,33 +338,20 @@ class Prior(nn.Module):
                 " use guidance 1"
             )
 
-    @torch.no_grad()
-    def sample_latents(
+    def _sample_loop(
         self,
+        noise: torch.Tensor,
         embed: torch.Tensor,
-        steps: int = 4,
-        guidance: float = 2.0,
-        truncation: float = 1.0,
-        sampler: str = "reference",
-        eta: float = 0.0,
-        noise: torch.Tensor | None = None,
-        generator: "torch.Generator | int | None" = None,
+        steps: int,
+        guidance: float,
+        sampler: str,
+        eta: float,
+        truncation: float,
     ) -> torch.Tensor:
-        """De-normalised, truncated latents ``[B, *latent_shape]`` (not repeated). See :meth:`sample`."""
+        """The sampling loop on checked inputs → de-normalised, truncated latents (no host syncs: CUDA-graphable)."""
         from .diffusion.samplers.ddim import sample_ddim
         from .diffusion.samplers.ddpm import sample_ddpm
         from .diffusion.samplers.reference import sample_reference
-
-        self._check_sampling(steps, sampler, guidance, truncation, eta)
-        embed = self._check_embed(embed)
-        b = embed.shape[0]
-        shape = (steps + 1, b, *self.latent_shape)
-        if noise is None:
-            gen = _as_generator(generator)
-            noise = torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32)
-        elif tuple(noise.shape) != shape:
-            raise UsageError(f"noise must have shape {shape} ([steps+1, batch, *latent_shape]), got {tuple(noise.shape)}")
-        noise = noise.to(device=self.device, dtype=torch.float32)
 
         denoise = self._guided(guidance, embed * self.config.text_embed_scale, cached=True)
         sched = self._schedule_cpu  # samplers only read host-side coefficients: no device→host copies
@@ -379,6 +367,52 @@ class Prior(nn.Module):
             latents = self.latent_mean + float(truncation) * (latents - self.latent_mean)
         return latents
 
+    def _graph_runner(self) -> "GraphedFunction":
+        """The CUDA-graph cache of :meth:`_sample_loop` (created on first use; not copied with the module)."""
+        runner = self.__dict__.get("_graphs")
+        if runner is None:
+            # capture_after=1: a one-off call runs eagerly at no extra cost; the second call of the same
+            # (batch, steps, guidance, sampler, eta, truncation) records the whole loop, later ones replay it.
+            runner = GraphedFunction(self._sample_loop, warmup=1, capture_after=1, max_entries=4)
+            self.__dict__["_graphs"] = runner
+        return runner
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_graphs", None)  # recorded CUDA graphs belong to this instance's tensors
+        return state
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        embed: torch.Tensor,
+        steps: int = 4,
+        guidance: float = 2.0,
+        truncation: float = 1.0,
+        sampler: str = "reference",
+        eta: float = 0.0,
+        noise: torch.Tensor | None = None,
+        generator: "torch.Generator | int | None" = None,
+        graph: bool | None = None,
+    ) -> torch.Tensor:
+        """De-normalised, truncated latents ``[B, *latent_shape]`` (not repeated). See :meth:`sample`."""
+        self._check_sampling(steps, sampler, guidance, truncation, eta)
+        embed = self._check_embed(embed)
+        b = embed.shape[0]
+        shape = (steps + 1, b, *self.latent_shape)
+        if noise is None:
+            gen = _as_generator(generator)
+            noise = torch.randn(shape, generator=gen, device=gen.device, dtype=torch.float32)
+        elif tuple(noise.shape) != shape:
+            raise UsageError(f"noise must have shape {shape} ([steps+1, batch, *latent_shape]), got {tuple(noise.shape)}")
+        noise = noise.to(device=self.device, dtype=torch.float32)
+        args = (noise.contiguous(), embed.contiguous(), int(steps), float(guidance), sampler, float(eta), float(truncation))
+        if not cuda_graphs_enabled(self.device, graph):
+            return self._sample_loop(*args)
+        # The weights are read at their recorded addresses: a re-allocation (e.g. .to(), .half()) is a new key.
+        key = (self.net.time_embed.weight.data_ptr(), self.latent_mean.data_ptr(), self.latent_std.data_ptr())
+        return self._graph_runner()(*args, key=key, capture_after=0 if graph else None)
+
     def sample(
         self,
         embed: torch.Tensor,
@@ -389,12 +423,16 @@ class Prior(nn.Module):
         eta: float = 0.0,
         noise: torch.Tensor | None = None,
         generator: "torch.Generator | int | None" = None,
+        graph: bool | None = None,
     ) -> torch.Tensor:
         """ws ``[B, num_ws, w_dim]`` for CLIP embeddings ``embed`` ``[B, embed_dim]``, ready for ``G.synthesis``.
 
         ``sampler``: ``"reference"`` (clip2latent's, steps must divide 1000), ``"ddpm"`` or ``"ddim"`` (with
         ``eta``). ``truncation`` pulls toward ``latent_mean``. ``noise`` ``[steps+1, B, *latent_shape]``
         (index 0 = x_T, index k = step k's noise) overrides ``generator`` (a torch.Generator or an int seed).
+        ``graph``: run the whole sampling loop as one CUDA graph (:mod:`c2l_cli.accel`): ``None`` = auto (on CUDA
+        unless ``C2L_CUDA_GRAPHS=0``; recorded at the second call with the same batch and settings, replayed
+        after), ``True`` = record on the first call, ``False`` = eager. No effect off CUDA.
         """
         latents = self.sample_latents(
             embed,
@@ -405,6 +443,7 @@ class Prior(nn.Module):
             eta=eta,
             noise=noise,
             generator=generator,
+            graph=graph,
         )
         return self.repeat_latents(latents)
 

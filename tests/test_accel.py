@@ -1,0 +1,255 @@
+"""c2l_cli.accel (CUDA-graph helper, env switch, compile opt-in) and the prior/train fast-path plumbing, on the CPU.
+
+Graph capture itself needs CUDA; here the wrapper runs in its eager fallback and in ``simulate`` mode (the
+static-buffer path — copy inputs in, run, hand outputs back — without a graph), which must give results
+byte-identical to calling the function directly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from c2l_cli import accel
+from c2l_cli.accel import GraphedFunction, cuda_graphs_enabled, cuda_graphs_setting, maybe_compile
+from c2l_cli.errors import UsageError
+from c2l_cli.prior import Prior, PriorConfig
+
+# --- the environment switch --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value,expected", [(None, "auto"), ("", "auto"), ("auto", "auto"), ("0", "0"), ("off", "0"), ("1", "1"), ("ON", "1")]
+)
+def test_setting_values(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("C2L_CUDA_GRAPHS", raising=False)
+    else:
+        monkeypatch.setenv("C2L_CUDA_GRAPHS", value)
+    assert cuda_graphs_setting() == expected
+
+
+def test_setting_rejects_garbage(monkeypatch):
+    monkeypatch.setenv("C2L_CUDA_GRAPHS", "sometimes")
+    with pytest.raises(UsageError, match="C2L_CUDA_GRAPHS"):
+        cuda_graphs_setting()
+
+
+def test_enabled_is_false_off_cuda_whatever_the_flag(monkeypatch):
+    monkeypatch.setenv("C2L_CUDA_GRAPHS", "1")
+    for flag in (None, True, False):
+        assert cuda_graphs_enabled("cpu", flag) is False
+        assert cuda_graphs_enabled(torch.device("cpu"), flag) is False
+
+
+def test_enabled_on_cuda_follows_flag_then_env(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # decision logic only; nothing runs on CUDA
+    monkeypatch.delenv("C2L_CUDA_GRAPHS", raising=False)
+    assert cuda_graphs_enabled("cuda", None) is True
+    assert cuda_graphs_enabled("cuda:0", False) is False
+    monkeypatch.setenv("C2L_CUDA_GRAPHS", "0")
+    assert cuda_graphs_enabled("cuda", None) is False
+    assert cuda_graphs_enabled("cuda", True) is True  # an explicit request wins over the environment
+
+
+def test_maybe_compile_keeps_weight_names():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    keys = list(net.state_dict())
+    assert maybe_compile(net, False) is net
+    assert getattr(net, "_compiled_call_impl", None) is None
+    assert maybe_compile(net, True, dynamic=False) is net  # lazily compiled at the first call (not run here)
+    assert net._compiled_call_impl is not None
+    assert list(net.state_dict()) == keys  # no "_orig_mod." prefixes in checkpoints
+
+
+# --- GraphedFunction ------------------------------------------------------------------------------------------
+
+
+def _affine(x, w, scale):
+    return x @ w * scale + 1.0
+
+
+def test_eager_fallback_on_cpu():
+    gf = GraphedFunction(_affine)
+    x, w = torch.randn(3, 4), torch.randn(4, 2)
+    assert torch.equal(gf(x, w, 2.0), _affine(x, w, 2.0))
+    assert gf.stats.eager_calls == 1 and gf.stats.captures == 0 and gf.cached_keys() == []
+
+
+def test_disabled_is_always_eager():
+    gf = GraphedFunction(_affine, simulate=True, enabled=False)
+    x, w = torch.randn(3, 4), torch.randn(4, 2)
+    for _ in range(3):
+        gf(x, w, 2.0)
+    assert gf.stats.eager_calls == 3 and gf.stats.captures == 0
+
+
+def test_simulate_matches_eager_and_tracks_new_inputs():
+    gf = GraphedFunction(_affine, simulate=True)
+    w = torch.randn(4, 2)
+    for seed in range(4):
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(seed))
+        out = gf(x, w, 0.5)
+        assert torch.equal(out, _affine(x, w, 0.5))  # byte-identical
+    assert gf.stats.captures == 1 and gf.stats.replays == 4 and gf.stats.eager_calls == 0
+    # the recording holds its own copies of the inputs: changing the caller's tensor afterwards changes nothing
+    x = torch.randn(3, 4)
+    ref = _affine(x, w, 0.5)
+    out = gf(x, w, 0.5)
+    x.add_(100.0)
+    assert torch.equal(out, ref)
+
+
+def test_keys_separate_shapes_dtypes_values_and_extra():
+    gf = GraphedFunction(_affine, simulate=True, max_entries=16)
+    w = torch.randn(4, 2)
+    gf(torch.randn(3, 4), w, 1.0)
+    gf(torch.randn(3, 4), w, 1.0)  # same signature: replay
+    gf(torch.randn(5, 4), w, 1.0)  # new shape
+    gf(torch.randn(3, 4), w, 2.0)  # new non-tensor value
+    gf(torch.randn(3, 4, dtype=torch.float64), w.double(), 1.0)  # new dtypes
+    gf(torch.randn(3, 4), w, 1.0, key="other weights")  # new extra key
+    gf(torch.randn(4, 3).t(), w, 1.0)  # same shape, other strides
+    assert gf.stats.captures == 6 and len(gf.cached_keys()) == 6
+    k1 = GraphedFunction.signature((torch.zeros(2, 3), 1.5, "ddim"), extra=7)
+    k2 = GraphedFunction.signature((torch.ones(2, 3), 1.5, "ddim"), extra=7)
+    assert k1 == k2  # values of tensors never enter the key
+    assert k1 != GraphedFunction.signature((torch.zeros(2, 3), 1.5, "ddpm"), extra=7)
+
+
+def test_unhashable_argument_is_refused():
+    gf = GraphedFunction(lambda x, opts: x * 2, simulate=True)
+    with pytest.raises(TypeError):
+        gf(torch.ones(2), [1, 2])
+
+
+def test_capture_after_counts_eager_calls_per_key():
+    gf = GraphedFunction(_affine, simulate=True, capture_after=2)
+    x, w = torch.randn(3, 4), torch.randn(4, 2)
+    gf(x, w, 1.0)
+    gf(x, w, 1.0)
+    assert gf.stats.captures == 0 and gf.stats.eager_calls == 2
+    gf(x, w, 1.0)
+    assert gf.stats.captures == 1
+    gf(x, w, 3.0, capture_after=0)  # a per-call override records at once
+    assert gf.stats.captures == 2 and gf.stats.eager_calls == 2
+
+
+def test_lru_eviction_is_bounded():
+    gf = GraphedFunction(_affine, simulate=True, max_entries=2)
+    w = torch.randn(4, 2)
+    for s in (1.0, 2.0, 1.0, 3.0):  # 1.0 is used again before 3.0 arrives: 2.0 is the one evicted
+        gf(torch.randn(3, 4), w, s)
+    assert gf.stats.captures == 3 and gf.stats.evictions == 1
+    values = [k[0][2][2] for k in gf.cached_keys()]
+    assert values == [1.0, 3.0]
+    gf.clear()
+    assert gf.cached_keys() == []
+
+
+def test_outputs_cloned_or_aliased():
+    def two(x):
+        return x + 1, x * 2
+
+    cloned = GraphedFunction(two, simulate=True)
+    a1, _ = cloned(torch.zeros(2))
+    cloned(torch.ones(2))
+    assert torch.equal(a1, torch.ones(2))  # untouched by the next replay
+    aliased = GraphedFunction(two, simulate=True, clone_outputs=False)
+    b1, _ = aliased(torch.zeros(2))
+    aliased(torch.ones(2))
+    assert torch.equal(b1, torch.full((2,), 2.0))  # documented: the static output is overwritten
+
+
+def test_bad_output_type_is_a_type_error():
+    gf = GraphedFunction(lambda x: {"y": x}, simulate=True)
+    with pytest.raises(TypeError, match="tensor"):
+        gf(torch.ones(2))
+
+
+def test_failed_capture_warns_and_runs_eagerly_after():
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return x * 3
+
+    gf = GraphedFunction(flaky, simulate=True)
+    with pytest.warns(RuntimeWarning, match="capture failed"):
+        out = gf(torch.ones(2))
+    assert torch.equal(out, torch.full((2,), 3.0))
+    assert len(gf.stats.failures) == 1
+    assert torch.equal(gf(torch.ones(2)), torch.full((2,), 3.0))
+    assert gf.stats.captures == 0 and gf.stats.eager_calls == 2
+
+
+# --- the prior's graphed sampling loop ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_prior():
+    cfg = PriorConfig(dim=32, depth=2, heads=2, dim_head=16, n_latents=1, latent_repeats=(4,), timesteps=100)
+    g = torch.Generator().manual_seed(0)
+    return Prior.new(cfg, torch.randn(32, generator=g), torch.rand(32, generator=g) + 0.5, device="cpu", seed=0).eval()
+
+
+CASES = [
+    dict(steps=4, guidance=2.0, sampler="reference"),
+    dict(steps=5, guidance=1.0, sampler="ddpm"),
+    dict(steps=3, guidance=0.0, sampler="ddim", eta=0.5, truncation=0.7),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_prior_graph_flag_is_byte_identical_on_cpu(tiny_prior, case):
+    embed = torch.randn(3, 32, generator=torch.Generator().manual_seed(1))
+    ref = tiny_prior.sample(embed, generator=5, graph=False, **case)
+    for flag in (None, True):
+        assert torch.equal(tiny_prior.sample(embed, generator=5, graph=flag, **case), ref)
+    assert "_graphs" not in tiny_prior.__dict__  # nothing recorded off CUDA
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_prior_graph_plumbing_simulated(monkeypatch, tiny_prior, case):
+    """The CUDA code path (static noise/embedding buffers, keyed cache) with the graph simulated on the CPU."""
+    prior = copy.deepcopy(tiny_prior)
+    runner = GraphedFunction(prior._sample_loop, capture_after=1, simulate=True)
+    prior.__dict__["_graphs"] = runner
+    monkeypatch.setattr("c2l_cli.prior.cuda_graphs_enabled", lambda device, flag=None: flag is not False)
+    for seed in range(3):  # new noise and a new embedding every call: the static inputs must follow
+        embed = torch.randn(2, 32, generator=torch.Generator().manual_seed(10 + seed))
+        ref = tiny_prior.sample(embed, generator=seed, graph=False, **case)
+        assert torch.equal(prior.sample(embed, generator=seed, **case), ref)
+    assert runner.stats.eager_calls == 1  # auto: the first call of a signature runs eagerly …
+    assert runner.stats.captures == 1 and runner.stats.replays == 2  # … the second records, later ones replay
+    embed = torch.randn(5, 32)
+    prior.sample(embed, generator=0, graph=True, **case)  # explicit: record at the first call
+    assert runner.stats.captures == 2
+    assert torch.equal(prior.sample(embed, generator=0, graph=False, **case), tiny_prior.sample(embed, generator=0, **case))
+    assert runner.stats.replays == 3  # graph=False bypassed the runner
+
+
+def test_prior_graph_key_follows_weight_storage(monkeypatch, tiny_prior):
+    prior = copy.deepcopy(tiny_prior)
+    runner = GraphedFunction(prior._sample_loop, simulate=True)
+    prior.__dict__["_graphs"] = runner
+    monkeypatch.setattr("c2l_cli.prior.cuda_graphs_enabled", lambda device, flag=None: True)
+    embed = torch.randn(1, 32)
+    prior.sample(embed, generator=0, graph=True)
+    prior.net.time_embed.weight = torch.nn.Parameter(prior.net.time_embed.weight.detach().clone())  # re-allocated
+    prior.sample(embed, generator=0, graph=True)
+    assert runner.stats.captures == 2
+
+
+def test_prior_deepcopy_drops_recorded_graphs(tiny_prior):
+    prior = copy.deepcopy(tiny_prior)
+    prior._graph_runner()
+    assert "_graphs" in prior.__dict__
+    twin = copy.deepcopy(prior)
+    assert "_graphs" not in twin.__dict__
+    assert twin._graph_runner() is not prior._graph_runner()
+    assert accel.GraphedFunction is GraphedFunction
