@@ -8,6 +8,7 @@ byte-identical to calling the function directly.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -253,3 +254,70 @@ def test_prior_deepcopy_drops_recorded_graphs(tiny_prior):
     assert "_graphs" not in twin.__dict__
     assert twin._graph_runner() is not prior._graph_runner()
     assert accel.GraphedFunction is GraphedFunction
+
+
+# --- training: the compile switch ------------------------------------------------------------------------------
+
+
+def _random_dataset(root, n=48, dim=16):
+    import numpy as np
+
+    from c2l_cli.data import write_dataset
+
+    rng = np.random.default_rng(0)
+    write_dataset(root, rng.standard_normal((n, dim), dtype=np.float32), rng.standard_normal((n, dim), dtype=np.float32),
+                  shard_size=n, generator={"source": "", "z_dim": dim, "w_dim": dim, "num_ws": 4})
+    return root
+
+
+def test_train_compile_flag_plumbing(tmp_path, monkeypatch):
+    """`compile=true` compiles the online network only (not the EMA copy), in place; the default leaves it eager."""
+    from c2l_cli.train import TrainConfig, build_config, train
+
+    assert TrainConfig().compile is False
+    assert "compile" in TrainConfig.RESUMABLE
+    data = _random_dataset(tmp_path / "data")
+    calls = []
+
+    def record(module, enabled, **kwargs):  # stands in for torch.compile (an inductor build is minutes on this CPU)
+        calls.append((type(module).__name__, enabled, kwargs))
+        return module
+
+    monkeypatch.setattr(accel, "maybe_compile", record)
+    base = {"depth": 1, "heads": 2, "dim_head": 8, "batch_size": 8, "max_steps": 2, "log_every": 1, "ckpt_every": 10, "val_every": 0}
+    res = {}
+    for flag in ("false", "true"):
+        cfg = build_config(base, sets=[f"compile={flag}"])
+        run = tmp_path / f"run-{flag}"
+        train(data, run, cfg, device="cpu", verify_data=False)
+        res[flag] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert json.loads((run / "config.json").read_text())["train"]["compile"] is (flag == "true")
+    assert calls == [("PriorNetwork", False, {"dynamic": False}), ("PriorNetwork", True, {"dynamic": False})]
+    assert res["false"] == res["true"]  # the switch itself changes nothing else
+
+
+# --- on CUDA (skipped here; run by the GPU session) -----------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+def test_cuda_graphed_function_replays():
+    gf = GraphedFunction(_affine)
+    w = torch.randn(64, 32, device="cuda")
+    for _ in range(3):
+        x = torch.randn(16, 64, device="cuda")
+        torch.testing.assert_close(gf(x, w, 0.5), _affine(x, w, 0.5), rtol=0, atol=1e-5)
+    assert gf.stats.captures == 1 and gf.stats.replays == 3
+
+
+@cuda
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_prior_graph_matches_eager(tiny_prior, case):
+    prior = copy.deepcopy(tiny_prior).to("cuda")
+    embed = torch.randn(3, 32, device="cuda")
+    for seed in range(3):
+        ref = prior.sample(embed, generator=seed, graph=False, **case)
+        got = prior.sample(embed, generator=seed, graph=True, **case)
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)  # the same kernels, replayed
+    assert prior._graph_runner().stats.captures == 1
