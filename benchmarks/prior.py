@@ -2,13 +2,18 @@
 
 Times ``Prior.sample`` (reference sampler, guidance 2 → conditional + unconditional passes as one
 batch of 2B) at 4, 50 and 1000 steps for batch sizes 1 and 16, on the CPU and on CUDA when present.
-Each case reports the best of ``--reps`` repetitions after one warm-up call; 1000-step cases use
-``--reps-long`` repetitions (default 1: they are long on a CPU).
+Each case reports the best of ``--reps`` repetitions after one warm-up call; 1000-step eager cases use
+``--reps-long`` repetitions (default 1: they are long on a CPU). On CUDA every case is timed as the plain
+eager path (the baseline) and as ``--variants``: ``graph`` (the whole loop as one CUDA graph,
+``Prior.sample(graph=True)``; the recording cost is reported separately as ``first_call_s``) and
+optionally ``compile+graph`` (``torch.compile``'d network inside the graph), each with its speed-up over
+eager, its largest difference from the eager output for the same noise, and peak GPU memory.
 
 Prints one JSON document on stdout (progress on stderr)::
 
     python benchmarks/prior.py                          # CPU (+ CUDA when present)
     python benchmarks/prior.py --device cpu --steps 4 50 --batch-sizes 1
+    python benchmarks/prior.py --device cuda --steps 4 1000 --variants eager,graph,compile+graph
 """
 
 from __future__ import annotations
@@ -38,36 +43,66 @@ def build(device):
     return prior.eval().requires_grad_(False)
 
 
-def time_case(prior, device, batch: int, steps: int, reps: int, guidance: float, sampler: str) -> dict:
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_case(prior, device, batch: int, steps: int, reps: int, guidance: float, sampler: str,
+              variant: str = "eager", reference=None) -> dict:
+    """Best-of-*reps* time of one ``Prior.sample`` call; *variant* ``eager`` (graph=False) or ``graph`` (one CUDA
+    graph for the whole loop, recorded at the first, untimed call — its cost is reported as ``first_call_s``).
+
+    *reference*: the eager output for the same noise; the result reports the largest difference from it.
+    """
     import torch
 
     gen = torch.Generator().manual_seed(1)
     embed = torch.randn(batch, prior.embed_dim, generator=gen).to(device)
+    noise = torch.randn(steps + 1, batch, *prior.latent_shape, generator=gen).to(device)
+    graph = variant != "eager"
 
     def run():
-        ws = prior.sample(embed, steps=steps, guidance=guidance, sampler=sampler, generator=1234)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        ws = prior.sample(embed, steps=steps, guidance=guidance, sampler=sampler, noise=noise, graph=graph)
+        _sync(device)
         return ws
 
-    run() if steps <= 50 else prior.sample(embed, steps=4, guidance=guidance, generator=1)  # warm-up
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    if graph or steps <= 50:
+        ws = run()  # warm-up; for a graph this call records it
+    else:  # a long eager run: warm up on a short one
+        prior.sample(embed, steps=4, guidance=guidance, generator=1, graph=False)
+        _sync(device)
+        ws = None
+    first = time.perf_counter() - t0
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        run()
+        ws = run()
         times.append(time.perf_counter() - t0)
     best = min(times)
-    return {
+    out = {
+        "variant": variant,
         "batch": batch,
         "steps": steps,
         "reps": reps,
-        "seconds_best": round(best, 4),
-        "seconds_mean": round(sum(times) / len(times), 4),
-        "ms_per_step": round(1000 * best / steps, 3),
+        "seconds_best": round(best, 5),
+        "seconds_mean": round(sum(times) / len(times), 5),
+        "ms_per_step": round(1000 * best / steps, 4),
         "samples_per_second": round(batch / best, 3),
     }
+    if graph:
+        out["first_call_s"] = round(first, 3)  # eager warm-up + recording + first replay
+    if reference is not None:
+        out["max_abs_diff_vs_eager"] = float((ws.float() - reference.float()).abs().max())
+    if device.type == "cuda":
+        out["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    out["_ws"] = ws
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--sampler", default="reference", choices=["reference", "ddpm", "ddim"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated: eager (baseline), graph (whole loop as one CUDA graph), compile+graph"
+                         " (torch.compile'd network inside the graph); default eager,graph on CUDA and eager on the"
+                         " CPU (where graph=True runs eagerly: naming it there only checks the plumbing)")
+    ap.add_argument("--compile-batches", type=int, nargs="+", default=[16],
+                    help="batch sizes for the compile+graph variant (each new batch size recompiles)")
     args = ap.parse_args(argv)
 
     import torch
@@ -112,15 +153,42 @@ def main(argv: list[str] | None = None) -> int:
         prior = build(dev)
         params = sum(p.numel() for p in prior.parameters())
         entry = {"parameters": params, "cases": []}
+        baseline: dict = {}  # (steps, batch) → the eager output (same noise), for the graphed variants' parity
+        eager_s: dict = {}
         if dev.type == "cuda":
             entry["name"] = torch.cuda.get_device_name(dev)
-        for steps in args.steps:
-            for batch in args.batch_sizes:
-                reps = args.reps if steps <= 50 else args.reps_long
-                _log(f"[{dev}] batch {batch}, {steps} steps × {reps} …")
-                case = time_case(prior, dev, batch, steps, reps, args.guidance, args.sampler)
-                _log(f"[{dev}]   {case['seconds_best']} s ({case['ms_per_step']} ms/step)")
-                entry["cases"].append(case)
+        spec = args.variants or ("eager,graph" if dev.type == "cuda" else "eager")
+        variants = [v.strip() for v in spec.split(",") if v.strip()]
+        bad = [v for v in variants if v not in ("eager", "graph", "compile+graph")]
+        if bad:
+            ap.error(f"unknown variant(s) {', '.join(bad)}")
+        if "eager" not in variants:
+            variants.insert(0, "eager")  # the baseline is always measured beside the fast paths
+        compiled = False
+        for variant in variants:
+            if variant == "compile+graph" and not compiled:
+                from c2l_cli.accel import maybe_compile
+
+                maybe_compile(prior.net, True, dynamic=False)
+                compiled = True
+            for steps in args.steps:
+                for batch in args.batch_sizes:
+                    if variant == "compile+graph" and batch not in args.compile_batches:
+                        continue
+                    long_eager = variant == "eager" and steps > 50
+                    reps = args.reps_long if long_eager else args.reps
+                    _log(f"[{dev}] {variant}: batch {batch}, {steps} steps × {reps} …")
+                    ref = baseline.get((steps, batch))
+                    case = time_case(prior, dev, batch, steps, reps, args.guidance, args.sampler, variant, ref)
+                    ws = case.pop("_ws")
+                    if variant == "eager":
+                        baseline[(steps, batch)] = ws
+                        eager_s[(steps, batch)] = case["seconds_best"]
+                    elif (steps, batch) in eager_s:
+                        case["speedup_vs_eager"] = round(eager_s[(steps, batch)] / case["seconds_best"], 2)
+                    _log(f"[{dev}]   {case['seconds_best']} s ({case['ms_per_step']} ms/step)"
+                         + (f", ×{case['speedup_vs_eager']} vs eager" if "speedup_vs_eager" in case else ""))
+                    entry["cases"].append(case)
         if dev.type == "cuda":
             entry["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
         result["devices"][str(dev)] = entry

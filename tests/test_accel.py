@@ -244,6 +244,11 @@ def test_prior_graph_key_follows_weight_storage(monkeypatch, tiny_prior):
     prior.net.time_embed.weight = torch.nn.Parameter(prior.net.time_embed.weight.detach().clone())  # re-allocated
     prior.sample(embed, generator=0, graph=True)
     assert runner.stats.captures == 2
+    assert runner.cached_keys()[-1][1][-1] is False
+    # compiling after a recording makes a new key too (an eager stand-in for the compiled call: nothing compiles here)
+    monkeypatch.setattr(prior.net, "_compiled_call_impl", prior.net._call_impl, raising=False)
+    prior.sample(embed, generator=0, graph=True)
+    assert runner.stats.captures == 3 and runner.cached_keys()[-1][1][-1] is True
 
 
 def test_prior_deepcopy_drops_recorded_graphs(tiny_prior):

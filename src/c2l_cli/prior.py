@@ -409,8 +409,10 @@ class Prior(nn.Module):
         args = (noise.contiguous(), embed.contiguous(), int(steps), float(guidance), sampler, float(eta), float(truncation))
         if not cuda_graphs_enabled(self.device, graph):
             return self._sample_loop(*args)
-        # The weights are read at their recorded addresses: a re-allocation (e.g. .to(), .half()) is a new key.
-        key = (self.net.time_embed.weight.data_ptr(), self.latent_mean.data_ptr(), self.latent_std.data_ptr())
+        # The weights are read at their recorded addresses: a re-allocation (e.g. .to(), .half()) is a new key;
+        # so is compiling the network (Module.compile) after a recording.
+        compiled = getattr(self.net, "_compiled_call_impl", None) is not None
+        key = (self.net.time_embed.weight.data_ptr(), self.latent_mean.data_ptr(), self.latent_std.data_ptr(), compiled)
         return self._graph_runner()(*args, key=key, capture_after=0 if graph else None)
 
     def sample(
