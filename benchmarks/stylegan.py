@@ -10,6 +10,10 @@ Prints one JSON document on stdout (progress on stderr)::
 
     python benchmarks/stylegan.py                      # CPU (+ CUDA variants when present)
     python benchmarks/stylegan.py --device cpu --iters 2 --batch-sizes 1 8
+    python benchmarks/stylegan.py --device cpu --iters 1 --batch-sizes 1 --variants float32,bfloat16 --reduced-on-cpu
+
+Every variant is timed beside the plain eager float32 path (cuDNN default algorithms; the fast variants
+autotune) and reports its speed-up and its largest pixel difference from float32 for the same z.
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ import os
 import platform
 import sys
 import time
+
+
+# name, label in the JSON, dtype of the top blocks, channels-last, fused modconv (None = the network's default)
+VARIANTS = [
+    ("float32", "float32", "float32", False, None),
+    ("float16", "float16 (reference mixed precision)", "float16", False, None),
+    ("float16+channels_last", "float16 + channels_last", "float16", True, None),
+    ("float16+fused", "float16 fused grouped conv", "float16", False, True),
+    ("bfloat16", "bfloat16", "bfloat16", False, None),
+    ("float16+compile", "float16 + torch.compile", "float16", False, None),
+]
 
 
 def _log(msg: str) -> None:
@@ -45,7 +60,8 @@ def build(device: "torch.device"):
     return G.eval().requires_grad_(False).to(device)
 
 
-def time_variant(G, device, batch: int, iters: int, warmup: int, *, dtype, channels_last=False, fused=None) -> dict:
+def time_variant(G, device, batch: int, iters: int, warmup: int, *, dtype, channels_last=False, fused=None,
+                 reference=None) -> dict:
     import torch
 
     G.set_precision(dtype, channels_last=channels_last)
@@ -86,6 +102,12 @@ def time_variant(G, device, batch: int, iters: int, warmup: int, *, dtype, chann
     }
     if device.type == "cuda":
         out["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    if reference is not None:  # the same z through the float32 path: what reduced precision costs in pixels
+        d = (img.float() - reference.float()).abs()
+        out["max_abs_diff_vs_fp32"] = round(float(d.max()), 5)
+        out["mean_abs_diff_vs_fp32"] = round(float(d.mean()), 6)
+        out["max_diff_8bit_levels"] = round(float(d.max()) * 127.5, 2)  # images map [-1, 1] → 0…255 as x·127.5 + 128
+    out["_img"] = img
     return out
 
 
@@ -97,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None, help="timed runs per setting (default: 2 CPU, 10 CUDA)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 CPU, 3 CUDA)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (CUDA, float16)")
+    ap.add_argument("--variants", default=None,
+                    help=f"comma-separated, of {', '.join(v[0] for v in VARIANTS)} or all; default all on CUDA"
+                         " (float16+compile only with --compile), float32 on the CPU; float32 is always measured")
+    ap.add_argument("--reduced-on-cpu", action="store_true",
+                    help="let the reduced-precision blocks run reduced on the CPU too (tolerance checks, e.g. bfloat16)")
     args = ap.parse_args(argv)
 
     import torch
@@ -131,30 +158,42 @@ def main(argv: list[str] | None = None) -> int:
         G = G_cpu if device.type == "cpu" else build(device)
         iters = args.iters or (2 if device.type == "cpu" else 10)
         warmup = args.warmup if args.warmup is not None else (1 if device.type == "cpu" else 3)
-        variants = [("float32", torch.float32, False, None)]
-        if device.type == "cuda":
-            variants += [
-                ("float16 (reference mixed precision)", torch.float16, False, None),
-                ("float16 + channels_last", torch.float16, True, None),
-                ("float16 fused grouped conv", torch.float16, False, True),
-                ("bfloat16", torch.bfloat16, False, None),
-            ]
-        for label, dtype, cl, fused in variants:
+        wanted = [v.strip() for v in (args.variants or ("all" if device.type == "cuda" else "float32")).split(",")]
+        table = [v for v in VARIANTS if v[0] in wanted or ("all" in wanted and v[0] != "float16+compile")]
+        if device.type == "cuda" and args.compile and not any(v[0] == "float16+compile" for v in table):
+            table.append(VARIANTS[-1])
+        if table[0][0] != "float32":
+            table.insert(0, VARIANTS[0])  # the plain eager float32 baseline is always measured first
+        if device.type == "cpu" and args.reduced_on_cpu:
+            from c2l_cli.nets.stylegan2 import SynthesisBlock
+
+            SynthesisBlock.reduced_on_cpu = True  # the reduced-precision blocks on the CPU (tolerance checks)
+        fp32_refs: dict = {}
+        fp32_speed: dict = {}
+        for name, label, dtype_name, cl, fused in table:
+            dtype = getattr(torch, dtype_name)
+            if device.type == "cuda":
+                # the baseline runs with cuDNN's default algorithms; the fast variants may autotune
+                torch.backends.cudnn.benchmark = name != "float32"
+            if name == "float16+compile":
+                G.mapping.compile()
+                G.synthesis.compile()
             for batch in args.batch_sizes:
                 _log(f"{device.type} {label} batch {batch} ...")
-                r = time_variant(G, device, batch, iters, warmup, dtype=dtype, channels_last=cl, fused=fused)
-                r.update(device=device.type, precision=label)
+                r = time_variant(G, device, batch, iters, max(warmup, 3) if name.endswith("compile") else warmup,
+                                 dtype=dtype, channels_last=cl, fused=fused, reference=fp32_refs.get(batch))
+                img = r.pop("_img")
+                if name == "float32":
+                    fp32_refs[batch] = img
+                    fp32_speed[batch] = r["images_per_second"]
+                else:
+                    r["speedup_vs_fp32"] = round(r["images_per_second"] / fp32_speed[batch], 2) if batch in fp32_speed else None
+                r.update(device=device.type, precision=label, variant=name,
+                         cudnn_benchmark=bool(device.type == "cuda" and torch.backends.cudnn.benchmark))
                 report["results"].append(r)
-                _log(f"  {r['ms_per_image']} ms/image")
-        if device.type == "cuda" and args.compile:
-            G.set_precision(torch.float16)
-            G.mapping.compile()
-            G.synthesis.compile()
-            for batch in args.batch_sizes:
-                _log(f"cuda float16 + torch.compile batch {batch} ...")
-                r = time_variant(G, device, batch, iters, max(warmup, 3), dtype=torch.float16)
-                r.update(device="cuda", precision="float16 + torch.compile")
-                report["results"].append(r)
+                _log(f"  {r['ms_per_image']} ms/image" + (f", max |Δ| vs fp32 {r['max_abs_diff_vs_fp32']}" if "max_abs_diff_vs_fp32" in r else ""))
+            del img
+        fp32_refs.clear()
     if hasattr(os, "getloadavg"):
         report["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps(report, indent=2))
