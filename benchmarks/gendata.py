@@ -60,8 +60,11 @@ def run_variant(device, *, g_dtype, clip_dtype, n_samples: int, batch_size: int)
             return time.perf_counter() - t0
 
     once(min(batch_size, n_samples))  # warm-up: kernel selection, allocator, cuDNN autotuning
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     seconds = once(n_samples)
-    return {
+    peak = {"peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)} if device.type == "cuda" else {}
+    return {**peak,
         "stylegan_dtype": str(g_dtype).replace("torch.", ""),
         "clip_dtype": str(clip_dtype).replace("torch.", ""),
         "n_samples": n_samples,
