@@ -326,3 +326,56 @@ def test_cuda_prior_graph_matches_eager(tiny_prior, case):
         got = prior.sample(embed, generator=seed, graph=True, **case)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)  # the same kernels, replayed
     assert prior._graph_runner().stats.captures == 1
+
+
+# --- benchmarks/summarize.py on CUDA-shaped results ----------------------------------------------------------
+
+
+def test_summarize_targets_table(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
+    spec = importlib.util.spec_from_file_location("c2l_bench_summarize", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def put(name, doc):
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+
+    put("prior", {"devices": {"cuda": {"cases": [
+        {"variant": "eager", "batch": 16, "steps": 1000, "seconds_best": 3.0},
+        {"variant": "graph", "batch": 16, "steps": 1000, "seconds_best": 0.3},
+    ]}}})
+    put("prior_compile", {"devices": {"cuda": {"cases": [
+        {"variant": "compile+graph", "batch": 16, "steps": 1000, "seconds_best": 0.12},
+    ]}}})
+    put("stylegan", {"results": [
+        {"device": "cuda", "batch": 32, "variant": "float32", "images_per_second": 100.0},
+        {"device": "cuda", "batch": 32, "variant": "float16", "images_per_second": 400.0, "output_finite": True},
+        {"device": "cuda", "batch": 32, "variant": "bfloat16", "images_per_second": 900.0, "output_finite": False},
+    ]})
+    put("train", {"batch_size": 512, "prior": {"dim": 512}, "results": [
+        {"device": "cuda", "variant": "fp32", "steps_per_s": 20.0},
+        {"device": "cuda", "variant": "bf16+fused", "steps_per_s": 50.0},
+    ]})
+    put("gendata", "not json")  # a failed run
+    put("sample", {"candidates": 16, "steps": 4, "results": [
+        {"device": "cuda", "dtype": "float16", "runs": 10, "image_size": [1024, 1024],
+         "end_to_end_s": {"median": 0.02}, "max_memory_gib": 3.0}]})
+    put("sample_fp32", {"candidates": 16, "steps": 4, "results": [
+        {"device": "cuda", "dtype": "float32", "runs": 3, "image_size": [1024, 1024],
+         "end_to_end_s": {"median": 0.2}, "max_memory_gib": 7.0}]})
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in mod.targets_table(tmp_path, "cuda")[2:]}
+    assert len(rows) == 6
+    prior_row = rows["prior alone, 1000 steps, batch 16, guidance 2"]
+    assert "120.0 ms" in prior_row and "compile+graph" in prior_row and "×25.00" in prior_row and "**met**" in prior_row
+    sg = rows["StyleGAN2 1024 synthesis throughput, batch 32"]
+    assert "400.0 images/s" in sg and "×4.00" in sg and "not met" in sg  # the non-finite bf16 figure is not counted
+    assert "×2.50" in rows["`train` at batch 512"]
+    assert rows["`gen-data` throughput (synthesis + resize + CLIP + write)"].count("not measured") >= 2
+    assert "20.0 ms" in rows["`sample` latency, 1 prompt, 16 candidates, 4 steps, re-rank, 1024²"]
+    mem = rows["peak GPU memory for `sample` above"]
+    assert "3.22 GB" in mem and "**met**" in mem
+    text = "\n".join(mod.details(tmp_path, "cuda"))
+    assert "compile+graph" in text and "|Δ|" not in text
