@@ -103,6 +103,19 @@ def test_simulate_matches_eager_and_tracks_new_inputs():
     assert torch.equal(out, ref)
 
 
+def test_recorded_in_inference_mode_replayed_outside():
+    gf = GraphedFunction(_affine, simulate=True)
+    w = torch.randn(4, 2)
+    with torch.inference_mode():
+        gf(torch.randn(3, 4), w, 1.0)
+    with torch.no_grad():
+        x = torch.randn(3, 4)
+        assert torch.equal(gf(x, w, 1.0), _affine(x, w, 1.0))
+    x = torch.randn(3, 4)
+    with torch.inference_mode():
+        assert torch.equal(gf(x, w, 1.0), _affine(x, w, 1.0))
+
+
 def test_keys_separate_shapes_dtypes_values_and_extra():
     gf = GraphedFunction(_affine, simulate=True, max_entries=16)
     w = torch.randn(4, 2)

@@ -212,7 +212,8 @@ class GraphedFunction:
     def _capture(self, k: Hashable, args: tuple) -> "_Entry | None":
         import torch
 
-        static = [a.detach().clone() if _is_tensor(a) else None for a in args]
+        with torch.inference_mode(False):  # normal tensors: later calls may copy into them outside inference mode
+            static = [a.detach().clone() if _is_tensor(a) else None for a in args]
         static_inputs = [s for s in static if s is not None]
         entry = _Entry(static_inputs=static_inputs, static_outputs=None, graph=None)
         sargs = self._static_args(entry, args)
@@ -249,9 +250,12 @@ class GraphedFunction:
             entry.graph.replay()
             return
         # simulate: re-run fn on the static buffers and write the results into the static outputs, as a replay would
+        import torch
+
         fresh = self.fn(*self._static_args(entry, args))
-        for dst, src in zip(_flatten(entry.static_outputs), _flatten(fresh)):
-            dst.copy_(src)
+        with torch.inference_mode():  # the recorded outputs may be inference tensors (captured in inference mode)
+            for dst, src in zip(_flatten(entry.static_outputs), _flatten(fresh)):
+                dst.copy_(src)
 
     def _outputs(self, entry: _Entry) -> Any:
         out = entry.static_outputs
