@@ -314,6 +314,39 @@ def test_train_compile_flag_plumbing(tmp_path, monkeypatch):
     assert res["false"] == res["true"]  # the switch itself changes nothing else
 
 
+needs_cc = pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile on the CPU needs a C compiler")
+
+
+@pytest.mark.slow
+@needs_cc
+def test_train_compile_for_real_matches_eager_and_resumes(tmp_path):
+    """A real torch.compile of the training forward/backward on the CPU: the same losses (to rounding); its
+    checkpoint resumes on the eager path (weight names unchanged)."""
+    from c2l_cli.train import build_config, train
+
+    data = _random_dataset(tmp_path / "data", n=64)
+    base = {"depth": 1, "heads": 2, "dim_head": 8, "batch_size": 16, "max_steps": 4, "log_every": 1, "ckpt_every": 2, "val_every": 0}
+    losses = {}
+    for flag in ("false", "true"):
+        run = tmp_path / f"run-{flag}"
+        train(data, run, build_config(base, sets=[f"compile={flag}"]), device="cpu", verify_data=False)
+        losses[flag] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses["true"] == pytest.approx(losses["false"], abs=1e-5)
+    train(data, tmp_path / "run-true", build_config(dict(base, max_steps=6)), resume=True,
+          resume_overrides={"max_steps": 6, "compile": False}, device="cpu", verify_data=False)
+    assert len((tmp_path / "run-true" / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+@pytest.mark.slow
+@needs_cc
+def test_prior_sample_with_compiled_network(tiny_prior):
+    prior = copy.deepcopy(tiny_prior)
+    maybe_compile(prior.net, True, dynamic=False)
+    embed = torch.randn(3, 32, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(prior.sample(embed, generator=2), tiny_prior.sample(embed, generator=2), rtol=0, atol=1e-4)
+    assert list(prior.state_dict()) == list(tiny_prior.state_dict())
+
+
 # --- on CUDA (skipped here; run by the GPU session) -----------------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
