@@ -60,13 +60,24 @@ class Schedule:
         return a * x0 + s * noise
 
 
+def posterior_coefficients(
+    betas: torch.Tensor, ac: torch.Tensor, ac_prev: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(c1, c2, β̃)`` of the posterior ``q(x_{t−1} | x_t, x_0) = N(c1 x_0 + c2 x_t, β̃ I)`` (Ho et al. 2020,
+    eq. 6–7), elementwise in the dtype of the inputs: ``betas``, ``ac = ᾱ_t`` and ``ac_prev = ᾱ_{t−1}``."""
+    coef1 = betas * torch.sqrt(ac_prev) / (1.0 - ac)
+    coef2 = (1.0 - ac_prev) * torch.sqrt(1.0 - betas) / (1.0 - ac)
+    var = betas * (1.0 - ac_prev) / (1.0 - ac)
+    return coef1, coef2, var
+
+
 def schedule_from_betas(betas64: torch.Tensor) -> Schedule:
     """All buffers from float64 betas, computed in float64 and stored as float32."""
     betas = betas64.to(torch.float64)
     alphas = 1.0 - betas
     ac = torch.cumprod(alphas, dim=0)
     ac_prev = torch.cat((torch.ones(1, dtype=torch.float64), ac[:-1]))
-    post_var = betas * (1.0 - ac_prev) / (1.0 - ac)
+    coef1, coef2, post_var = posterior_coefficients(betas, ac, ac_prev)
     f32 = lambda v: v.to(torch.float32)  # noqa: E731
     return Schedule(
         betas=f32(betas),
@@ -76,8 +87,8 @@ def schedule_from_betas(betas64: torch.Tensor) -> Schedule:
         sqrt_one_minus_alphas_cumprod=f32(torch.sqrt(1.0 - ac)),
         posterior_variance=f32(post_var),
         posterior_log_variance_clipped=f32(torch.log(post_var.clamp(min=1e-20))),
-        posterior_mean_coef1=f32(betas * torch.sqrt(ac_prev) / (1.0 - ac)),
-        posterior_mean_coef2=f32((1.0 - ac_prev) * torch.sqrt(alphas) / (1.0 - ac)),
+        posterior_mean_coef1=f32(coef1),
+        posterior_mean_coef2=f32(coef2),
         alphas_cumprod64=ac,
     )
 

@@ -8,13 +8,10 @@ eq. 16: ``σ = eta · √((1 − ᾱ_{t'})/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 
 from ..schedule import Schedule, spaced_timesteps
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .common import Denoiser
 
 
 def ddim_coefficients(

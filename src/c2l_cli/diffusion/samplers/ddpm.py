@@ -7,13 +7,10 @@ set ``β'_i = 1 − ᾱ_{t_i}/ᾱ_{t_{i−1}}`` and use that schedule's posterio
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-from ..schedule import Schedule, spaced_timesteps
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from ..schedule import Schedule, posterior_coefficients, spaced_timesteps
+from .common import Denoiser, ancestral_loop
 
 
 def ddpm_coefficients(schedule: Schedule, steps: int) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -23,9 +20,7 @@ def ddpm_coefficients(schedule: Schedule, steps: int) -> tuple[list[int], list[f
     ac = ac_all[ts]
     ac_prev = torch.cat((torch.ones(1, dtype=torch.float64), ac[:-1]))
     betas = 1 - ac / ac_prev
-    coef1 = betas * torch.sqrt(ac_prev) / (1 - ac)
-    coef2 = (1 - ac_prev) * torch.sqrt(1 - betas) / (1 - ac)
-    var = betas * (1 - ac_prev) / (1 - ac)
+    coef1, coef2, var = posterior_coefficients(betas, ac, ac_prev)
     sigma = torch.sqrt(var)
     sigma[0] = 0.0  # the last step returns the posterior mean
     return ts[::-1], coef1.flip(0).tolist(), coef2.flip(0).tolist(), sigma.flip(0).tolist()
@@ -38,11 +33,4 @@ def sample_ddpm(denoise: Denoiser, schedule: Schedule, noise: torch.Tensor) -> t
     *noise* ``[steps+1, B, …]``: index 0 is ``x_T``, index k the noise of step k. Returns x0 ``[B, …]``.
     """
     steps = noise.shape[0] - 1
-    ts, c1, c2, sig = ddpm_coefficients(schedule, steps)
-    x = noise[0]
-    b = x.shape[0]
-    for k, t in enumerate(ts, start=1):
-        tt = torch.full((b,), t, dtype=torch.long, device=x.device)
-        x0 = denoise(x, tt)
-        x = c1[k - 1] * x0 + c2[k - 1] * x + sig[k - 1] * noise[k]
-    return x
+    return ancestral_loop(denoise, noise, *ddpm_coefficients(schedule, steps))

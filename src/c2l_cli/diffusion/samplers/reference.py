@@ -14,13 +14,10 @@ from pure noise at ``t = T − skip`` rather than ``T − 1``. The published ima
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-from ..schedule import Schedule
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from ..schedule import Schedule, posterior_coefficients
+from .common import Denoiser, ancestral_loop
 
 
 def reference_coefficients(schedule: Schedule, skip: int) -> tuple[list[int], list[float], list[float], list[float]]:
@@ -32,11 +29,9 @@ def reference_coefficients(schedule: Schedule, skip: int) -> tuple[list[int], li
     kept = ac[::skip]  # ᾱ at t = 0, skip, 2·skip, …
     prev = torch.cat((torch.ones(1, dtype=torch.float32), kept[:-1]))
     betas = 1 - kept / prev  # float32 as upstream
-    alphas = 1.0 - betas
-    ac_r = torch.cumprod(alphas, dim=0)
+    ac_r = torch.cumprod(1.0 - betas, dim=0)  # the respaced ᾱ, re-accumulated in float32 as upstream
     ac_r_prev = torch.cat((torch.ones(1, dtype=torch.float32), ac_r[:-1]))
-    coef1 = betas * torch.sqrt(ac_r_prev) / (1.0 - ac_r)
-    coef2 = (1.0 - ac_r_prev) * torch.sqrt(alphas) / (1.0 - ac_r)
+    coef1, coef2, _ = posterior_coefficients(betas, ac_r, ac_r_prev)
     # The quirk: the noise scale comes from the original schedule's log-variance at t.
     logvar = schedule.posterior_log_variance_clipped.detach().to("cpu", torch.float32)[::skip]
     sigma = (0.5 * logvar).exp()
@@ -56,11 +51,4 @@ def sample_reference(denoise: Denoiser, schedule: Schedule, noise: torch.Tensor)
     T = schedule.num_timesteps
     if steps < 1 or T % steps:
         raise ValueError(f"the reference sampler needs steps dividing {T}, got {steps}")
-    ts, c1, c2, sig = reference_coefficients(schedule, T // steps)
-    x = noise[0]
-    b = x.shape[0]
-    for k, t in enumerate(ts, start=1):
-        tt = torch.full((b,), t, dtype=torch.long, device=x.device)
-        x0 = denoise(x, tt)
-        x = c1[k - 1] * x0 + c2[k - 1] * x + sig[k - 1] * noise[k]
-    return x
+    return ancestral_loop(denoise, noise, *reference_coefficients(schedule, T // steps))
