@@ -186,6 +186,8 @@ class GraphedFunction:
             seen = self._seen.get(k, 0)
             wait = self.capture_after if capture_after is None else capture_after
             if seen < wait:
+                if len(self._seen) >= 64 * self.max_entries:  # signatures seen once, e.g. many batch sizes: keep it small
+                    self._seen.clear()
                 self._seen[k] = seen + 1
                 self.stats.eager_calls += 1
                 return self.fn(*args)
@@ -221,15 +223,16 @@ class GraphedFunction:
             if self.simulate:
                 entry.static_outputs = self.fn(*sargs)
             else:
-                side = torch.cuda.Stream(device=static_inputs[0].device)
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    for _ in range(self.warmup):
-                        self.fn(*sargs)
-                torch.cuda.current_stream().wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    entry.static_outputs = self.fn(*sargs)
+                with torch.cuda.device(static_inputs[0].device):  # record on the inputs' device
+                    side = torch.cuda.Stream()
+                    side.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(side):
+                        for _ in range(self.warmup):
+                            self.fn(*sargs)
+                    torch.cuda.current_stream().wait_stream(side)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        entry.static_outputs = self.fn(*sargs)
                 entry.graph = graph
         except Exception as exc:  # an op that cannot be captured: remember, warn once, run eagerly from now on
             self.stats.failures[k] = f"{type(exc).__name__}: {exc}"
@@ -247,7 +250,10 @@ class GraphedFunction:
     def _replay(self, entry: _Entry, args: tuple) -> None:
         self.stats.replays += 1
         if entry.graph is not None:
-            entry.graph.replay()
+            import torch
+
+            with torch.cuda.device(entry.static_inputs[0].device):
+                entry.graph.replay()
             return
         # simulate: re-run fn on the static buffers and write the results into the static outputs, as a replay would
         import torch
