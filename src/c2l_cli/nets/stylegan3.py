@@ -26,7 +26,7 @@ Differences from the reference, on purpose:
   :meth:`Generator.set_precision` picks bfloat16 or float32 instead).
 
 Generator attributes beyond NVIDIA's: ``kind`` (``"stylegan3-t"``/``"stylegan3-r"``), ``variant``
-(``"t"``/``"r"``), ``config`` (= ``init_kwargs``: the JSON-safe init kwargs that rebuild the network).
+(``"t"``/``"r"``), ``config`` (the JSON-safe init kwargs that rebuild the network; ``init_kwargs`` is a copy).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from torch import nn
 
 from ..errors import FormatError, UsageError
 from .ops import FullyConnectedLayer, filtered_lrelu
+from .stylegan_common import GeneratorBase
+from .stylegan_common import MappingNetwork as _MappingNetwork
 
 __all__ = [
     "Generator",
@@ -146,8 +148,9 @@ def modulated_conv2d(
 # Modules (names and shapes of parameters and buffers as the reference)
 
 
-class MappingNetwork(nn.Module):
-    """Z (+ label) → W, broadcast to ``num_ws`` and truncated toward ``w_avg`` (StyleGAN3's mapping)."""
+class MappingNetwork(_MappingNetwork):
+    """Z (+ label) → W, broadcast to ``num_ws`` and truncated toward ``w_avg`` (StyleGAN3's mapping: the
+    StyleGAN2 mapping with 2 layers, all ``w_dim`` wide, and a ``w_avg`` always tracked)."""
 
     def __init__(
         self,
@@ -159,58 +162,10 @@ class MappingNetwork(nn.Module):
         lr_multiplier: float = 0.01,
         w_avg_beta: float = 0.998,
     ) -> None:
-        super().__init__()
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.num_ws = num_ws
-        self.num_layers = num_layers
-        self.w_avg_beta = w_avg_beta
-        self.embed = FullyConnectedLayer(c_dim, w_dim) if c_dim > 0 else None
-        features = [z_dim + (w_dim if c_dim > 0 else 0)] + [w_dim] * num_layers
-        for idx in range(num_layers):
-            layer = FullyConnectedLayer(features[idx], features[idx + 1], activation="lrelu", lr_multiplier=lr_multiplier)
-            setattr(self, f"fc{idx}", layer)
-        self.register_buffer("w_avg", torch.zeros([w_dim]))
-
-    def set_precision(self, dtype: torch.dtype | None = torch.float16) -> "Generator":
-        """Reduced-precision dtype of the top ``num_fp16_res`` layers on CUDA (float32 = none); returns self."""
-        self.synthesis.set_precision(dtype)
-        return self
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        update_emas: bool = False,
-    ) -> torch.Tensor:
-        """z [N, z_dim] (c [N, c_dim]) → ws [N, num_ws, w_dim]; the first ``truncation_cutoff`` ws (all when
-        None) are lerped toward ``w_avg`` by ``truncation_psi``."""
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise UsageError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
-        if truncation_cutoff is None:
-            truncation_cutoff = self.num_ws
-        x = z.to(torch.float32)
-        x = x * (x.square().mean(1, keepdim=True) + 1e-8).rsqrt()
-        if self.c_dim > 0:
-            if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
-                raise UsageError(f"this generator is conditional: c must be [N, {self.c_dim}]")
-            y = self.embed(c.to(torch.float32))
-            y = y * (y.square().mean(1, keepdim=True) + 1e-8).rsqrt()
-            x = torch.cat([x, y], dim=1)
-        for idx in range(self.num_layers):
-            x = getattr(self, f"fc{idx}")(x)
-        if update_emas:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        x = x.unsqueeze(1).repeat([1, self.num_ws, 1])  # (N, num_ws, w_dim)
-        if truncation_psi != 1:
-            x[:, :truncation_cutoff] = self.w_avg.lerp(x[:, :truncation_cutoff], truncation_psi)
-        return x
-
-    def extra_repr(self) -> str:
-        return f"z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
+        super().__init__(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=num_ws, num_layers=num_layers,
+            lr_multiplier=lr_multiplier, w_avg_beta=w_avg_beta,
+        )
 
 
 class SynthesisInput(nn.Module):
@@ -519,19 +474,6 @@ class SynthesisNetwork(nn.Module):
         )
 
 
-def _jsonable(value: Any) -> Any:
-    """Init kwargs as plain JSON types (pickled kwargs may hold numpy scalars or EasyDicts)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def stylegan3_variant(kwargs: dict[str, Any]) -> str:
     """``"r"`` for StyleGAN3-R (radial filters, 1x1 convolutions), else ``"t"``, from the Generator's init kwargs."""
     inner = kwargs.get("synthesis_kwargs") or {}
@@ -548,16 +490,15 @@ _SYNTHESIS_KWARGS = frozenset({
 })
 
 
-def _check_kwargs(kwargs: dict[str, Any], known: frozenset[str], what: str) -> None:
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise FormatError(f"StyleGAN3 Generator: unknown {what}: {', '.join(unknown)}")
-
-
-class Generator(nn.Module):
+class Generator(GeneratorBase):
     """StyleGAN3 generator (configs T and R): ``mapping`` then ``synthesis``; kwargs as NVIDIA's."""
 
     arch = "stylegan3"
+    label = "StyleGAN3"
+    mapping_class = MappingNetwork
+    synthesis_class = SynthesisNetwork
+    mapping_kwarg_names = _MAPPING_KWARGS
+    synthesis_kwarg_names = _SYNTHESIS_KWARGS
 
     def __init__(
         self,
@@ -569,47 +510,11 @@ class Generator(nn.Module):
         mapping_kwargs: dict[str, Any] | None = None,
         **synthesis_kwargs: Any,
     ) -> None:
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
-        _check_kwargs(mapping_kwargs, _MAPPING_KWARGS, "mapping_kwargs")
-        _check_kwargs(synthesis_kwargs, _SYNTHESIS_KWARGS, "synthesis kwargs")
-        self.z_dim = int(z_dim)
-        self.c_dim = int(c_dim)
-        self.w_dim = int(w_dim)
-        self.img_resolution = int(img_resolution)
-        self.img_channels = int(img_channels)
-        self.init_kwargs: dict[str, Any] = _jsonable(
-            dict(
-                z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, img_resolution=self.img_resolution,
-                img_channels=self.img_channels, mapping_kwargs=mapping_kwargs, **synthesis_kwargs,
-            )
-        )
-        self.config = self.init_kwargs  # what save_generator records
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, **synthesis_kwargs)
         self.variant = stylegan3_variant(synthesis_kwargs)
         self.kind = f"stylegan3-{self.variant}"
-        self.synthesis = SynthesisNetwork(
-            w_dim=self.w_dim, img_resolution=self.img_resolution, img_channels=self.img_channels, **synthesis_kwargs
-        )
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(
-            z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws, **mapping_kwargs
-        )
 
     def set_precision(self, dtype: torch.dtype | None = torch.float16) -> "Generator":
         """Reduced-precision dtype of the top ``num_fp16_res`` layers on CUDA (float32 = none); returns self."""
         self.synthesis.set_precision(dtype)
         return self
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        update_emas: bool = False,
-        force_fp32: bool = False,
-    ) -> torch.Tensor:
-        """z [N, z_dim] → image [N, img_channels, R, R] (mapping with truncation, then synthesis)."""
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, noise_mode=noise_mode, force_fp32=force_fp32, update_emas=update_emas)
