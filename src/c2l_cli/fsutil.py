@@ -86,3 +86,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write *obj* as pretty JSON to *path* atomically."""
     return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for what we write: paths as strings, tensors/arrays/numpy scalars as lists/numbers."""
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 
 from .errors import C2LError, FormatError, ModelMismatchError, UsageError
-from .fsutil import atomic_path
+from .fsutil import atomic_path, json_default
 
 #: Built-in direction names → registry entries (InterFaceGAN directions for stylegan2-ffhq-1024).
 BUILTIN_DIRECTIONS = {"age": "direction-age", "smile": "direction-smile", "pose": "direction-pose"}
@@ -507,19 +507,11 @@ def save_direction(path: Union[str, Path], vector: torch.Tensor, metadata: Optio
         "format": DIRECTION_FORMAT,
         "kind": DIRECTION_KIND,
         "version": str(DIRECTION_VERSION),
-        "metadata": json.dumps(meta, sort_keys=True, default=_json_default),
+        "metadata": json.dumps(meta, sort_keys=True, default=json_default),
     }
     with atomic_path(target, suffix=".safetensors") as tmp:
         save_file({DIRECTION_TENSOR: vec.contiguous()}, str(tmp), metadata=header)
     return target
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
+from ..fsutil import json_default
+
 #: Progress bars, warnings and errors (stderr).
 err = Console(stderr=True, highlight=False)
 
@@ -40,7 +42,7 @@ def info(message: str) -> None:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=2, default=json_default) + "\n")
     sys.stdout.flush()
 
 
@@ -48,13 +50,3 @@ def print_line(text: str) -> None:
     """One plain line on stdout."""
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-def _json_default(obj: Any) -> Any:
-    from pathlib import Path
-
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
