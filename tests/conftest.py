@@ -31,6 +31,30 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session")
+def tiny_models(fixtures_dir) -> dict[str, str]:
+    """The tiny fixture models as command-line sources: ``generator`` stylegan2-tiny (w_dim 32, 8 ws),
+    ``prior`` prior-tiny, ``clip`` clip-tiny32."""
+    return {
+        "generator": str(fixtures_dir / "stylegan" / "stylegan2-tiny.pkl"),
+        "prior": str(fixtures_dir / "prior" / "prior-tiny.ckpt"),
+        "clip": f"local-dir:{fixtures_dir / 'clip-tiny32'}",
+    }
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A local :class:`httpserver.FileServer` behind every download URL (``C2L_MIRROR``), with short retry back-off."""
+    from httpserver import FileServer
+
+    from c2l_cli import cache
+
+    with FileServer() as srv:
+        monkeypatch.setenv("C2L_MIRROR", srv.base_url)
+        monkeypatch.setattr(cache, "BACKOFF_S", 0.01)
+        yield srv
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
     """Every test gets its own empty cache and no network settings from the caller's shell."""

@@ -16,7 +16,6 @@ import pytest
 
 from c2l_cli import cache, registry
 from c2l_cli.errors import C2LError, ChecksumError, DownloadError, OfflineError, UsageError
-from httpserver import FileServer
 
 AGE_URL = registry.get("direction-age").url
 
@@ -33,14 +32,6 @@ def payload(n: int, seed: int = 0) -> bytes:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def server(monkeypatch):
-    with FileServer() as srv:
-        monkeypatch.setenv("C2L_MIRROR", srv.base_url)
-        monkeypatch.setattr(cache, "BACKOFF_S", 0.01)
-        yield srv
 
 
 def leftovers(path: Path) -> list[str]:

@@ -17,19 +17,11 @@ POS, NEG = "a smiling face", "a frowning face"
 
 
 @pytest.fixture(scope="module")
-def models(fixtures_dir):
-    return {
-        "generator": str(fixtures_dir / "stylegan" / "stylegan2-tiny.pkl"),
-        "prior": str(fixtures_dir / "prior" / "prior-tiny.ckpt"),
-        "clip": f"local-dir:{fixtures_dir / 'clip-tiny32'}",
-    }
-
-
-@pytest.fixture(scope="module")
-def pipe(models):
+def pipe(tiny_models):
     from c2l_cli.pipeline import Pipeline
 
-    return Pipeline.from_sources(None, models["generator"], models["prior"], models["clip"], device="cpu")
+    m = tiny_models
+    return Pipeline.from_sources(None, m["generator"], m["prior"], m["clip"], device="cpu")
 
 
 def _model_args(models):
@@ -51,10 +43,10 @@ def _sets(pipe, samples, seed, **kw):
     return pos, neg
 
 
-def test_direction_from_two_prompts(tmp_path, models, pipe):
+def test_direction_from_two_prompts(tmp_path, tiny_models, pipe):
     out = tmp_path / "smile.safetensors"
     res = _run("direction", POS, NEG, "--samples", "12", "--seed", "3", "--guidance", "1.5", "-o", out, "--json",
-               *_model_args(models))
+               *_model_args(tiny_models))
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["path"] == str(out) and doc["shape"] == [W_DIM] and abs(doc["norm"] - 1) < 1e-6
@@ -83,10 +75,10 @@ def test_direction_from_two_prompts(tmp_path, models, pipe):
         assert torch.allclose(w, pos[item.candidate_index], atol=1e-4)
 
 
-def test_direction_layers_and_preview(tmp_path, models, monkeypatch):
+def test_direction_layers_and_preview(tmp_path, tiny_models, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = _run("direction", POS, NEG, "--samples", "4", "--layers", "2-5", "--preview", "--preview-strengths", "-2:2:3",
-               "--preview-count", "2", *_model_args(models))
+               "--preview-count", "2", *_model_args(tiny_models))
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     path = tmp_path / "a-smiling-face-vs-a-frowning-face.safetensors"
@@ -103,7 +95,7 @@ def test_direction_layers_and_preview(tmp_path, models, monkeypatch):
     recipe = read_recipe(lines[1])
     assert recipe["preview_strengths"] == [-2.0, 0.0, 2.0] and recipe["preview_rows"] == ["neg 0", "pos 0"]
     # a second run never overwrites the default-named file
-    res = _run("direction", POS, NEG, "--samples", "2", *_model_args(models))
+    res = _run("direction", POS, NEG, "--samples", "2", *_model_args(tiny_models))
     assert res.exit_code == 0, res.output
     assert res.stdout.strip() == str(tmp_path / "a-smiling-face-vs-a-frowning-face-1.safetensors")
 
@@ -131,7 +123,7 @@ def test_usage_errors_before_loading(args, fragment):
     _error(_run("direction", *args, "--generator", "missing.pkl"), 2, fragment)
 
 
-def test_layers_beyond_the_generator(tmp_path, models):
+def test_layers_beyond_the_generator(tmp_path, tiny_models):
     _error(_run("direction", POS, NEG, "--samples", "2", "--layers", "6-9", "-o", tmp_path / "d.safetensors",
-                *_model_args(models)), 2, "out of range: this generator has 8 layers")
+                *_model_args(tiny_models)), 2, "out of range: this generator has 8 layers")
     assert not (tmp_path / "d.safetensors").exists()

@@ -26,21 +26,12 @@ NUM_WS, W_DIM = 8, 32
 
 
 @pytest.fixture(scope="module")
-def models(fixtures_dir):
-    return {
-        "generator": str(fixtures_dir / "stylegan" / "stylegan2-tiny.pkl"),
-        "prior": str(fixtures_dir / "prior" / "prior-tiny.ckpt"),
-        "clip": f"local-dir:{fixtures_dir / 'clip-tiny32'}",
-    }
-
-
-@pytest.fixture(scope="module")
-def gen_pipe(models):
+def gen_pipe(tiny_models):
     """A generator-only pipeline to compute what the command must produce."""
     from c2l_cli.generator import load_generator
     from c2l_cli.pipeline import Pipeline
 
-    return Pipeline(load_generator(models["generator"], device="cpu"), None, None, "cpu")
+    return Pipeline(load_generator(tiny_models["generator"], device="cpu"), None, None, "cpu")
 
 
 def _run(*args):
@@ -58,14 +49,14 @@ def _unit(seed, *shape):
     return torch.nn.functional.normalize(v, dim=-1)
 
 
-def test_edit_latent_file_moves_exactly_s_d_on_chosen_layers(tmp_path, models, gen_pipe):
+def test_edit_latent_file_moves_exactly_s_d_on_chosen_layers(tmp_path, tiny_models, gen_pipe):
     ws = torch.randn(2, NUM_WS, W_DIM, generator=torch.Generator().manual_seed(5))
     save_latents(tmp_path / "two.npz", ws)
     d = _unit(1)
     save_direction(tmp_path / "dir.safetensors", d, {"note": "test"})
     res = _ok(_run(
         "edit", tmp_path / "two.npz", "--direction", f"{tmp_path / 'dir.safetensors'}:1.5@2-4",
-        "--strengths", "-2,0,2", "--generator", models["generator"], "--device", "cpu",
+        "--strengths", "-2,0,2", "--generator", tiny_models["generator"], "--device", "cpu",
         "-o", tmp_path / "out", "--save-latents", "--json",
     ))
     doc = json.loads(res.stdout)
@@ -94,17 +85,17 @@ def test_edit_latent_file_moves_exactly_s_d_on_chosen_layers(tmp_path, models, g
     assert doc["outputs"][0]["strip"].endswith("two-0-strip.png")
 
 
-def test_strength_zero_reproduces_the_sampled_image(tmp_path, models):
+def test_strength_zero_reproduces_the_sampled_image(tmp_path, tiny_models):
     res = _ok(_run(
-        "sample", "a man with a beard", "--seed", "4", "--candidates", "2", "--generator", models["generator"],
-        "--prior", models["prior"], "--clip", models["clip"], "--device", "cpu", "-o", tmp_path / "s",
+        "sample", "a man with a beard", "--seed", "4", "--candidates", "2", "--generator", tiny_models["generator"],
+        "--prior", tiny_models["prior"], "--clip", tiny_models["clip"], "--device", "cpu", "-o", tmp_path / "s",
         "--save-latents", "--json",
     ))
     sampled = json.loads(res.stdout)["files"][0]
     save_direction(tmp_path / "d.safetensors", _unit(8))
     res = _ok(_run(
         "edit", sampled["latents"], "-d", tmp_path / "d.safetensors", "--strengths", "-1,0,1",
-        "--generator", models["generator"], "--device", "cpu", "-o", tmp_path / "e", "--json",
+        "--generator", tiny_models["generator"], "--device", "cpu", "-o", tmp_path / "e", "--json",
     ))
     frame0 = json.loads(res.stdout)["outputs"][0]["frames"][1]
     assert frame0["strength"] == 0.0
@@ -113,7 +104,7 @@ def test_strength_zero_reproduces_the_sampled_image(tmp_path, models):
     assert np.array_equal(a, b)  # pixel for pixel
 
 
-def test_edit_each_latent_format_and_plain_output(tmp_path, models):
+def test_edit_each_latent_format_and_plain_output(tmp_path, tiny_models):
     w = torch.randn(NUM_WS, W_DIM, generator=torch.Generator().manual_seed(7))
     np.savez(tmp_path / "projected_w.npz", w=w[None].numpy())  # NVIDIA projector
     np.save(tmp_path / "plus.npy", w.numpy())  # [num_ws, w_dim]
@@ -123,7 +114,7 @@ def test_edit_each_latent_format_and_plain_output(tmp_path, models):
     files = ["projected_w.npz", "plus.npy", "wvec.pt", "batch1.pt"]
     res = _ok(_run(
         "edit", *[tmp_path / f for f in files], "-d", tmp_path / "boundary.npy", "--strengths", "0:1:2",
-        "--generator", models["generator"], "--device", "cpu", "-o", tmp_path / "out", "--no-frames",
+        "--generator", tiny_models["generator"], "--device", "cpu", "-o", tmp_path / "out", "--no-frames",
     ))
     lines = res.stdout.strip().splitlines()
     assert [p.rsplit("/", 1)[-1] for p in lines] == [f"{f.rsplit('.', 1)[0]}-strip.png" for f in files]
@@ -131,18 +122,18 @@ def test_edit_each_latent_format_and_plain_output(tmp_path, models):
     # running again never overwrites
     res = _ok(_run(
         "edit", tmp_path / "plus.npy", "-d", tmp_path / "boundary.npy", "--strengths", "1",
-        "--generator", models["generator"], "--device", "cpu", "-o", tmp_path / "out",
+        "--generator", tiny_models["generator"], "--device", "cpu", "-o", tmp_path / "out",
     ))
     assert res.stdout.splitlines()[0].endswith("plus-1-strip.png")
 
 
-def test_edit_seeds_and_orthogonalize(tmp_path, models, gen_pipe):
+def test_edit_seeds_and_orthogonalize(tmp_path, tiny_models, gen_pipe):
     a, b = _unit(3), _unit(4)
     save_direction(tmp_path / "a.safetensors", a)
     np.save(tmp_path / "b.npy", b.numpy())
     res = _ok(_run(
         "edit", "--seeds", "3,5-6", "-d", tmp_path / "a.safetensors:2", "-d", f"{tmp_path / 'b.npy'}:-1@0-3",
-        "--orthogonalize", "--strengths", "0,1", "--truncation", "0.7", "--generator", models["generator"],
+        "--orthogonalize", "--strengths", "0,1", "--truncation", "0.7", "--generator", tiny_models["generator"],
         "--device", "cpu", "-o", tmp_path / "out", "--save-latents", "--json",
     ))
     doc = json.loads(res.stdout)
@@ -158,18 +149,20 @@ def test_edit_seeds_and_orthogonalize(tmp_path, models, gen_pipe):
     assert read_recipe(doc["outputs"][0]["strip"])["orthogonalize"] is True
 
 
-def test_edit_prompt_is_sampled_as_in_sample(tmp_path, models):
+def test_edit_prompt_is_sampled_as_in_sample(tmp_path, tiny_models):
     from c2l_cli.pipeline import Pipeline
 
     d = _unit(6)
     save_direction(tmp_path / "d.safetensors", d)
     res = _ok(_run(
         "edit", "--prompt", "an old man", "--seed", "11", "--candidates", "2", "-d", tmp_path / "d.safetensors",
-        "--strengths", "0,3", "--generator", models["generator"], "--prior", models["prior"], "--clip", models["clip"],
+        "--strengths", "0,3", "--generator", tiny_models["generator"], "--prior", tiny_models["prior"],
+        "--clip", tiny_models["clip"],
         "--device", "cpu", "-o", tmp_path / "out", "--save-latents", "--json",
     ))
     doc = json.loads(res.stdout)
-    pipe = Pipeline.from_sources(None, models["generator"], models["prior"], models["clip"], device="cpu")
+    m = tiny_models
+    pipe = Pipeline.from_sources(None, m["generator"], m["prior"], m["clip"], device="cpu")
     ref = pipe.sample(["an old man"], num_images=1, candidates=2, seed=11)
     entry = doc["outputs"][0]
     edited = torch.from_numpy(np.load(entry["latents"])["w"])
@@ -194,18 +187,18 @@ def _error(result, code, *fragments):
         assert frag in err, err
 
 
-def test_direction_for_another_model_is_a_clear_error(tmp_path, models, fixtures_dir):
+def test_direction_for_another_model_is_a_clear_error(tmp_path, tiny_models, fixtures_dir):
     np.save(tmp_path / "w.npy", np.zeros((NUM_WS, W_DIM), np.float32))
     res = _run("edit", tmp_path / "w.npy", "-d", fixtures_dir / "directions" / "age.pt",
-               "--generator", models["generator"], "--device", "cpu", "-o", tmp_path / "out")
+               "--generator", tiny_models["generator"], "--device", "cpu", "-o", tmp_path / "out")
     _error(res, 1, "w_dim 512", "w_dim is 32")
     res = _run("edit", tmp_path / "w.npy", "-d", fixtures_dir / "directions" / "pose.pt",
-               "--generator", models["generator"], "--device", "cpu", "-o", tmp_path / "out")
+               "--generator", tiny_models["generator"], "--device", "cpu", "-o", tmp_path / "out")
     _error(res, 1, "w_dim 512")
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-def test_builtin_direction_through_registry(tmp_path, models, fixtures_dir, monkeypatch):
+def test_builtin_direction_through_registry(tmp_path, tiny_models, fixtures_dir, monkeypatch):
     from c2l_cli import cache
 
     real = cache.resolve
@@ -218,15 +211,15 @@ def test_builtin_direction_through_registry(tmp_path, models, fixtures_dir, monk
     monkeypatch.setattr(cache, "resolve", resolve)
     assert load_direction("smile").w_dim == 512
     np.save(tmp_path / "w.npy", np.zeros((NUM_WS, W_DIM), np.float32))
-    res = _run("edit", tmp_path / "w.npy", "-d", "smile:2@0-3", "--generator", models["generator"],
+    res = _run("edit", tmp_path / "w.npy", "-d", "smile:2@0-3", "--generator", tiny_models["generator"],
                "--device", "cpu", "-o", tmp_path / "out")
     _error(res, 1, "'smile'", "w_dim 512")
 
 
-def test_mismatched_latents(tmp_path, models):
+def test_mismatched_latents(tmp_path, tiny_models):
     np.save(tmp_path / "ffhq.npy", np.zeros((18, 512), np.float32))
     save_direction(tmp_path / "d.safetensors", _unit(0))
-    res = _run("edit", tmp_path / "ffhq.npy", "-d", tmp_path / "d.safetensors", "--generator", models["generator"],
+    res = _run("edit", tmp_path / "ffhq.npy", "-d", tmp_path / "d.safetensors", "--generator", tiny_models["generator"],
                "--device", "cpu", "-o", tmp_path / "out")
     _error(res, 1, "w_dim 512", "another model")
 
@@ -246,11 +239,11 @@ def test_mismatched_latents(tmp_path, models):
         (["-d", "missing/dir.safetensors"], "does not exist"),
     ],
 )
-def test_usage_errors(tmp_path, models, args, fragment):
+def test_usage_errors(tmp_path, tiny_models, args, fragment):
     np.save(tmp_path / "w.npy", np.zeros((NUM_WS, W_DIM), np.float32))
     save_direction(tmp_path / "d.safetensors", _unit(0))
     args = [str(tmp_path / "d.safetensors") + a[1:] if a.startswith("D") else a for a in args]
-    res = _run("edit", tmp_path / "w.npy", *args, "--generator", models["generator"], "--device", "cpu",
+    res = _run("edit", tmp_path / "w.npy", *args, "--generator", tiny_models["generator"], "--device", "cpu",
                "-o", tmp_path / "out")
     _error(res, 2, fragment)
 

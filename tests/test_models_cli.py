@@ -14,14 +14,6 @@ from httpserver import FileServer
 runner = CliRunner()
 
 
-@pytest.fixture
-def server(monkeypatch):
-    with FileServer() as srv:
-        monkeypatch.setenv("C2L_MIRROR", srv.base_url)
-        monkeypatch.setattr(cache, "BACKOFF_S", 0.01)
-        yield srv
-
-
 def serve(srv: FileServer, *names: str) -> dict[str, bytes]:
     data = {}
     for n in names:
