@@ -69,8 +69,7 @@ def direction(
     """Find an edit direction from two prompts (see DIRECTION_HELP)."""
     from ..errors import UsageError
     from ..latents import parse_layers, parse_strengths
-    from ..pipeline import MAX_SEED, SampleSettings, validate_settings
-    from .edit import check_positive
+    from .edit import check_positive, check_sampling, check_seed
 
     if not positive.strip() or not negative.strip():
         raise UsageError("both prompts must be non-empty")
@@ -78,14 +77,11 @@ def direction(
         raise UsageError("the two prompts are the same: there is no direction between them")
     check_positive(samples, "--samples")
     check_positive(preview_count, "--preview-count")
-    sampler = sampler.strip().lower()
-    # the same checks (and messages) as `c2l sample`, before anything is loaded
-    validate_settings(SampleSettings(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
-                                     candidates=1, num_images=1, batch_size=batch_size))
+    sampler = check_sampling(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
+                             candidates=1, batch_size=batch_size)
     layer_spec = parse_layers(layers) if layers is not None else None
     sweep = parse_strengths(preview_strengths) if preview else None
-    if not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in [0, 2^63-1], got {seed}")
+    check_seed(seed)
     if out is not None and Path(out).expanduser().is_dir():
         raise UsageError(f"--out {str(out)!r} is a folder; give a file name")
 

@@ -75,6 +75,27 @@ def check_positive(value: float, name: str, *, allow_zero: bool = False) -> None
         raise UsageError(f"{name} must be {'at least 0' if allow_zero else 'positive'}, got {value:g}")
 
 
+def check_sampling(*, steps: int, guidance: float, sampler: str, eta: float, truncation: float, candidates: int,
+                   batch_size: int) -> str:
+    """The sampling options checked as `c2l sample` checks them (same messages), before anything is
+    loaded; returns the sampler name normalised (stripped, lower case)."""
+    from ..pipeline import SampleSettings, validate_settings
+
+    sampler = sampler.strip().lower()
+    validate_settings(SampleSettings(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
+                                     candidates=candidates, num_images=1, batch_size=batch_size))
+    return sampler
+
+
+def check_seed(seed: Optional[int]) -> None:
+    """UsageError unless the run seed *seed* (None: not given) is in [0, 2^63-1]."""
+    from ..errors import UsageError
+    from ..pipeline import MAX_SEED
+
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be in [0, 2^63-1], got {seed}")
+
+
 def file_info(source: str, kind: str) -> dict[str, Any]:
     """``{"source", "sha256"}`` of a model file for recipes (a native folder: its weights file)."""
     from .. import cache
@@ -194,14 +215,11 @@ def edit(
     for f in files:
         if not Path(f).expanduser().is_file():
             raise UsageError(f"latent file {str(f)!r} does not exist")
-    from ..pipeline import MAX_SEED, SampleSettings, random_seed, validate_settings
+    from ..pipeline import random_seed
 
-    sampler = sampler.strip().lower()
-    # the same checks (and messages) as `c2l sample`, before anything is loaded
-    validate_settings(SampleSettings(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
-                                     candidates=candidates, num_images=1, batch_size=batch_size))
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise UsageError(f"--seed must be in [0, 2^63-1], got {seed}")
+    sampler = check_sampling(steps=steps, guidance=guidance, sampler=sampler, eta=eta, truncation=truncation,
+                             candidates=candidates, batch_size=batch_size)
+    check_seed(seed)
     if prompts and seed is None:
         seed = random_seed()
     out = check_out_dir(Path(out).expanduser())
