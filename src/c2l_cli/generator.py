@@ -46,23 +46,13 @@ def build_generator(arch: str, config: dict[str, Any]) -> "nn.Module":
     if arch == "stylegan2":
         from .nets.stylegan2 import Generator
     elif arch == "stylegan3":
-        try:
-            from .nets.stylegan3 import Generator
-        except ImportError as exc:  # pragma: no cover - only before nets/stylegan3.py exists
-            raise FormatError(f"StyleGAN3 networks are not available in this build ({exc})") from exc
+        from .nets.stylegan3 import Generator
     else:
         raise FormatError(f"unknown generator architecture {arch!r} (stylegan2 or stylegan3)")
-    kwargs = dict(config)
     try:
-        G = Generator(**kwargs)
+        return Generator(**dict(config))  # sets kind ("stylegan2", "stylegan3-t"/"-r") and config itself
     except TypeError as exc:
         raise FormatError(f"{arch} generator: bad init arguments ({exc})") from exc
-    if arch == "stylegan3":
-        variant = getattr(G, "variant", None) or ("r" if kwargs.get("use_radial_filters") else "t")
-        G.kind = f"stylegan3-{variant}"
-        if not isinstance(getattr(G, "config", None), dict):
-            G.config = dict(getattr(G, "init_kwargs", kwargs))
-    return G
 
 
 def _finish(G: "nn.Module", device: Any, dtype: Any, compile: bool) -> "nn.Module":
