@@ -37,6 +37,23 @@ VARIANTS = [
 ]
 
 
+def _plain_float_gains(G) -> int:
+    """numpy-scalar ``weight_gain`` attributes → Python floats (the same value).
+
+    torch.compile under ``inference_mode`` fails on numpy scalars held by modules (torch 2.14: "Guard failed
+    on the same frame it was created … dispatch key set mismatch"); nets/stylegan2.py keeps ``np.float64``
+    gains (its owner is told). Returns how many were converted.
+    """
+    import numpy as np
+
+    n = 0
+    for m in G.modules():
+        if isinstance(getattr(m, "weight_gain", None), np.floating):
+            m.weight_gain = float(m.weight_gain)
+            n += 1
+    return n
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -176,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 # the baseline runs with cuDNN's default algorithms; the fast variants may autotune
                 torch.backends.cudnn.benchmark = name != "float32"
             if name == "float16+compile":
+                _plain_float_gains(G)
                 G.mapping.compile()
                 G.synthesis.compile()
             for batch in args.batch_sizes:
