@@ -500,19 +500,15 @@ class Generator(GeneratorBase):
     mapping_kwarg_names = _MAPPING_KWARGS
     synthesis_kwarg_names = _SYNTHESIS_KWARGS
 
-    def __init__(
-        self,
-        z_dim: int,
-        c_dim: int,
-        w_dim: int,
-        img_resolution: int,
-        img_channels: int,
-        mapping_kwargs: dict[str, Any] | None = None,
-        **synthesis_kwargs: Any,
-    ) -> None:
-        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, **synthesis_kwargs)
-        self.variant = stylegan3_variant(synthesis_kwargs)
-        self.kind = f"stylegan3-{self.variant}"
+    @property
+    def variant(self) -> str:
+        """``"t"`` or ``"r"`` (StyleGAN3-R: radial filters), from the init kwargs."""
+        return stylegan3_variant(self.config)
+
+    @property
+    def kind(self) -> str:
+        """``"stylegan3-t"`` or ``"stylegan3-r"``."""
+        return f"stylegan3-{self.variant}"
 
     def set_precision(self, dtype: torch.dtype | None = torch.float16) -> "Generator":
         """Reduced-precision dtype of the top ``num_fp16_res`` layers on CUDA (float32 = none); returns self."""
