@@ -231,7 +231,8 @@ class GraphedFunction:
                             self.fn(*sargs)
                     torch.cuda.current_stream().wait_stream(side)
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):
+                    # thread_local: other threads (NCCL watchdog, pin-memory workers) may keep making CUDA calls
+                    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                         entry.static_outputs = self.fn(*sargs)
                 entry.graph = graph
         except Exception as exc:  # an op that cannot be captured: remember, warn once, run eagerly from now on
