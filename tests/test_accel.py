@@ -314,6 +314,41 @@ def test_train_compile_flag_plumbing(tmp_path, monkeypatch):
     assert res["false"] == res["true"]  # the switch itself changes nothing else
 
 
+def test_train_cuda_graph_option_plumbing(tmp_path, monkeypatch):
+    """`cuda_graph=true`: eager with a note off CUDA; where it applies, the recorded network stands in for the
+    online one with the step's batch shapes, and nothing else in the step changes."""
+    import c2l_cli.train as T
+    from c2l_cli.train import TrainConfig, build_config, train
+
+    assert TrainConfig().cuda_graph is False and "cuda_graph" in TrainConfig.RESUMABLE
+    with pytest.raises(UsageError, match="compile and cuda_graph"):
+        build_config(sets=["compile=true", "cuda_graph=true"])
+    data = _random_dataset(tmp_path / "data")
+    base = {"depth": 1, "heads": 2, "dim_head": 8, "batch_size": 8, "max_steps": 3, "log_every": 1, "ckpt_every": 10, "val_every": 0}
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    notes = []
+    train(data, tmp_path / "eager", build_config(base, sets=["cuda_graph=true"]), device="cpu", verify_data=False,
+          on_status=notes.append)
+    assert any("running eagerly" in n for n in notes)
+    assert json.loads((tmp_path / "eager" / "config.json").read_text())["cuda_graph"] is False
+
+    calls = []
+
+    def fake_graph(net, batch, latent_shape, embed_dim, timesteps, device, amp_ctx):
+        calls.append((type(net).__name__, batch, latent_shape, embed_dim, timesteps, str(device), amp_ctx))
+        return net  # what make_graphed_callables returns on CUDA: the same module, forward/backward replayed
+
+    monkeypatch.setattr(T, "_can_graph", lambda cfg, device, dist: bool(cfg.cuda_graph))
+    monkeypatch.setattr(T, "_graph_network", fake_graph)
+    train(data, tmp_path / "graphed", build_config(base, sets=["cuda_graph=true"]), device="cpu", verify_data=False)
+    assert calls == [("PriorNetwork", 8, (16,), 16, 1000, "cpu", None)]
+    assert json.loads((tmp_path / "graphed" / "config.json").read_text())["cuda_graph"] is True
+    assert losses(tmp_path / "graphed") == losses(tmp_path / "eager")
+
+
 needs_cc = pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="torch.compile on the CPU needs a C compiler")
 
 
@@ -350,6 +385,22 @@ def test_prior_sample_with_compiled_network(tiny_prior):
 # --- on CUDA (skipped here; run by the GPU session) -----------------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@cuda
+def test_cuda_train_graph_matches_eager(tmp_path):
+    from c2l_cli.train import build_config, train
+
+    data = _random_dataset(tmp_path / "data", n=64)
+    base = {"depth": 1, "heads": 2, "dim_head": 8, "batch_size": 16, "max_steps": 4, "log_every": 1, "ckpt_every": 10,
+            "val_every": 0, "amp": "none"}
+    out = {}
+    for flag in ("false", "true"):
+        run = tmp_path / flag
+        train(data, run, build_config(base, sets=[f"cuda_graph={flag}"]), device="cuda", verify_data=False)
+        assert json.loads((run / "config.json").read_text())["cuda_graph"] is (flag == "true")
+        out[flag] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert out["true"] == pytest.approx(out["false"], abs=1e-4)
 
 
 @cuda

@@ -94,9 +94,15 @@ class TrainConfig:
     # launch-bound on CUDA). Off by default: the first steps pay a compile of a minute or so, and eager is what the
     # exact-resume guarantee is tested on. Weight names are unchanged (in-place Module.compile), so checkpoints are too.
     compile: bool = False
+    # Record the network's forward and backward as CUDA graphs (torch.cuda.make_graphed_callables): the step's ~1500
+    # small kernels become two replays. The random draws, loss, fused AdamW and EMA stay outside the graphs, so what is
+    # computed and exact resuming are unchanged. CUDA, one process, 0 < cond_drop_prob < 1 (else it runs eagerly with
+    # a note); not together with compile. Off by default until measured on a GPU.
+    cuda_graph: bool = False
 
     #: Keys that may change when resuming (they do not change what is computed, only when/where).
-    RESUMABLE = ("max_steps", "log_every", "ckpt_every", "val_every", "val_batch_size", "generator", "clip", "data_on_device", "compile")
+    RESUMABLE = ("max_steps", "log_every", "ckpt_every", "val_every", "val_batch_size", "generator", "clip", "data_on_device", "compile",
+                 "cuda_graph")
 
     def validate(self) -> None:
         """UsageError for impossible values."""
@@ -123,6 +129,8 @@ class TrainConfig:
             raise UsageError("config: data_on_device must be auto, yes or no")
         if self.amp not in ("auto", "bf16", "none"):
             raise UsageError("config: amp must be auto, bf16 or none")
+        if self.compile and self.cuda_graph:
+            raise UsageError("config: compile and cuda_graph cannot both be on (choose one)")
 
     def to_dict(self) -> dict[str, Any]:
         """As a JSON-able dict."""
@@ -584,6 +592,40 @@ class Validator:
 # --------------------------------------------------------------------------------------------------
 
 
+def _can_graph(cfg: TrainConfig, device: "torch.device", dist: "DistInfo") -> bool:
+    """Whether the ``cuda_graph`` option applies: CUDA, one process, a condition-dropout mask every step."""
+    return bool(cfg.cuda_graph and device.type == "cuda" and not dist.distributed and 0.0 < cfg.cond_drop_prob < 1.0)
+
+
+def _graph_network(
+    net: "torch.nn.Module",
+    batch: int,
+    latent_shape: tuple[int, ...],
+    embed_dim: int,
+    timesteps: int,
+    device: "torch.device",
+    amp_ctx: "Callable[[], Any] | None",
+) -> "torch.nn.Module":
+    """*net* with its forward and backward recorded as CUDA graphs for ``(x_t, t, embed, keep)`` of batch *batch*.
+
+    ``torch.cuda.make_graphed_callables`` warms up with ``autograd.grad`` (no ``.grad`` is touched, no optimiser step)
+    on sample inputs drawn from a private generator (the global RNG state is left alone), then records.
+    """
+    import contextlib
+
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    sample = (
+        torch.randn((batch, *latent_shape), generator=g, device=device),  # x_t
+        torch.randint(0, timesteps, (batch,), generator=g, device=device),  # t
+        torch.randn((batch, embed_dim), generator=g, device=device),  # embed
+        torch.ones(batch, dtype=torch.bool, device=device),  # keep
+    )
+    with amp_ctx() if amp_ctx is not None else contextlib.nullcontext():
+        return torch.cuda.make_graphed_callables(net, sample, capture_error_mode="thread_local")
+
+
 @dataclass
 class TrainResult:
     """What a training run ended with."""
@@ -753,13 +795,22 @@ def train(
     on_device = cfg.data_on_device == "yes" or (cfg.data_on_device == "auto" and _fits_on_device(data.nbytes, dev))
     batches = Batches(data, n_train, prior.normalise_latents, dev, on_device)
 
+    use_graph = _can_graph(cfg, dev, dist)
+    if cfg.cuda_graph and not use_graph:
+        say("cuda_graph needs CUDA, one process and 0 < cond_drop_prob < 1: running eagerly")
     use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and dev.type == "cuda")
-    amp_ctx = (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16)) if use_amp else None
+    # (CUDA graphs need autocast's weight-cast cache off: the casts must happen inside the recorded forward)
+    amp_ctx = (
+        (lambda: torch.autocast(device_type=dev.type, dtype=torch.bfloat16, cache_enabled=not use_graph)) if use_amp else None
+    )
 
     from .accel import maybe_compile
 
     maybe_compile(net, cfg.compile, dynamic=False)  # after the EMA copy: only the online training forward is compiled
     model = net
+    if use_graph:  # after the EMA copy too; net's weights, state dict and checkpoints are unchanged
+        model = _graph_network(net, cfg.batch_size // dist.world_size, tuple(data.latent_shape), data.embed_dim, pcfg.timesteps,
+                               dev, amp_ctx)
     if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -817,6 +868,7 @@ def train(
             "device": str(dev),
             "data_on_device": on_device,
             "amp": "bf16" if use_amp else "none",
+            "cuda_graph": use_graph,  # whether the cuda_graph option was in effect (it needs CUDA and one process)
         }
         write_json_atomic(run / CONFIG_NAME, doc)
         if resume:
