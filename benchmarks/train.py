@@ -3,8 +3,9 @@
 Runs `c2l_cli.train.train` itself (data on the device, no per-step host sync) on random (W, embedding)
 pairs, on the CPU and on CUDA when present, as ``--variants``: ``fp32`` (the plain eager float32 baseline
 with torch's default AdamW, always measured), ``bf16+fused`` (c2l's CUDA default: bf16 autocast + fused
-AdamW) and ``bf16+fused+compile`` (+ ``compile = true``: torch.compile of the network; its compile time
-falls in the warm-up steps). The first ``--steps``
+AdamW), ``bf16+fused+compile`` (+ ``compile = true``: torch.compile of the network; its compile time
+falls in the warm-up steps) and ``bf16+fused+graph`` (+ ``cuda_graph = true``: forward and backward
+replayed from CUDA graphs; off CUDA it runs eagerly). The first ``--steps``
 steps are a warm-up; the rate is measured over the next ``--steps`` (the loop's own log interval, so
 the one host sync per interval is included). The paper: about 15 steps/s on one A100.
 
@@ -41,6 +42,7 @@ VARIANTS = {
     "fp32": ({"amp": "none"}, False),  # the plain eager float32 baseline (torch's default foreach AdamW)
     "bf16+fused": ({"amp": "bf16"}, True),  # c2l's CUDA default: bf16 autocast + fused AdamW
     "bf16+fused+compile": ({"amp": "bf16", "compile": True}, True),  # + torch.compile of the network
+    "bf16+fused+graph": ({"amp": "bf16", "cuda_graph": True}, True),  # + forward/backward as CUDA graphs
 }
 
 
@@ -86,6 +88,7 @@ def _run(device: str, steps: int, batch: int, dim: int, data: Path, tmp: Path, v
         "amp": "bf16" if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.startswith("cuda"))) else "none",
         "fused_adamw": bool(fused and device.startswith("cuda")),
         "compile": cfg.compile,
+        "cuda_graph": bool(cfg.cuda_graph and device.startswith("cuda")),
         "warmup_steps": steps,
         "timed_steps": steps,
         "steps_per_s": round(rate, 4),
