@@ -124,7 +124,7 @@ class Conv2dLayer(nn.Module):
         self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
         self.padding = kernel_size // 2
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size**2)
+        self.weight_gain = float(1 / np.sqrt(in_channels * kernel_size**2))  # a Python float: torch.compile-friendly
         self.act_gain = ACTIVATIONS[activation].def_gain
         weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
         b = torch.zeros([out_channels]) if bias else None
@@ -220,7 +220,7 @@ class ToRGBLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
-        self.weight_gain = 1 / np.sqrt(in_channels * kernel_size**2)
+        self.weight_gain = float(1 / np.sqrt(in_channels * kernel_size**2))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
