@@ -25,7 +25,8 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_device(arch: str, device_name: str, batches: list[int], input_size: int, min_time: float, min_iters: int) -> dict:
+def bench_device(arch: str, device_name: str, batches: list[int], input_size: int, min_time: float, min_iters: int,
+                 dtype_name: str = "auto") -> dict:
     import logging
 
     import open_clip
@@ -37,8 +38,11 @@ def bench_device(arch: str, device_name: str, batches: list[int], input_size: in
     from c2l_cli.devices import resolve_device
 
     device = resolve_device(device_name)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    precision = "fp16" if dtype == torch.float16 else "fp32"
+    if dtype_name == "auto":
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    else:
+        dtype = getattr(torch, dtype_name)
+    precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
     model = open_clip.create_model(arch, pretrained=None, precision=precision, device=device)
     clip = Clip(model, spec=f"{arch} (random weights)", device=device, dtype=dtype)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -93,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--input-size", type=int, default=256, help="side of the square generator images fed in")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds to measure each batch size, at least")
     parser.add_argument("--min-iters", type=int, default=2, help="iterations per batch size, at least")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                        help="auto: on CUDA the float32 baseline and float16 (c2l's default) both; float32 on the CPU")
     args = parser.parse_args(argv)
 
     import torch
@@ -109,7 +115,9 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "runs": [
-            bench_device(args.arch, d, batches, args.input_size, args.min_time, args.min_iters) for d in devices
+            bench_device(args.arch, d, batches, args.input_size, args.min_time, args.min_iters, dt)
+            for d in devices
+            for dt in (["float32", "float16"] if args.dtype == "auto" and d.startswith("cuda") else [args.dtype])
         ],
     }
     json.dump(report, sys.stdout, indent=2)
