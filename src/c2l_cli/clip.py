@@ -53,6 +53,9 @@ __all__ = [
 
 #: The CLIP the published clip2latent priors were trained with (OpenAI's ViT-B/32).
 DEFAULT_SPEC = "ViT-B-32:openai"
+#: Image preprocessing: "standard" (open_clip's, normalised once: the default everywhere) and "reference"
+#: (clip2latent's Clipper, normalised twice: only to reproduce the published priors' data and the paper's scores).
+PREPROCESS_MODES = ("standard", "reference")
 
 #: CLIP's (OpenAI's) dataset mean/std: open_clip's default preprocessing.
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -183,8 +186,13 @@ def load_clip(
     spec: str = DEFAULT_SPEC,
     device: "str | torch.device | None" = None,
     dtype: "str | torch.dtype | None" = None,
+    preprocess: str = "standard",
 ) -> "Clip":
     """Load an open_clip model: ``ARCH:PRETRAINED``, ``hf-hub:ORG/REPO`` or ``local-dir:PATH``.
+
+    ``preprocess``: ``"standard"`` (open_clip's resize + crop, CLIP normalisation once) or
+    ``"reference"`` (clip2latent's ``Clipper.embed_image``: area resize, normalisation applied twice —
+    the published priors' training data and the paper's CLIP scores; see :data:`PREPROCESS_MODES`).
 
     ``dtype`` ``auto``/``None`` is float16 on CUDA, float32 elsewhere. Raises UsageError (unknown
     architecture or tag), FormatError (bad folder or weights), ModelMismatchError (weights that do
@@ -202,7 +210,7 @@ def load_clip(
         model, tokenizer, pp, weights = _load_local_dir(folder, dev, dt, label=spec)
     else:
         model, tokenizer, pp, weights = _load_builtin(parsed, dev, dt, label=spec)
-    clip = Clip(model, tokenizer, preprocess_cfg=pp, spec=str(parsed), device=dev, dtype=dt)
+    clip = Clip(model, tokenizer, preprocess_cfg=pp, spec=str(parsed), device=dev, dtype=dt, preprocess=preprocess)
     clip.weights_path = weights
     return clip
 
@@ -475,8 +483,13 @@ class Clip:
         spec: str = "custom",
         device: "str | torch.device | None" = None,
         dtype: "str | torch.dtype | None" = None,
+        preprocess: str = "standard",
     ) -> None:
         import open_clip
+
+        if preprocess not in PREPROCESS_MODES:
+            raise UsageError(f"unknown CLIP preprocessing {preprocess!r} (use {' or '.join(PREPROCESS_MODES)})")
+        self.preprocess_mode = preprocess
 
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         if dtype is None:
@@ -604,10 +617,26 @@ class Clip:
         """[-1, 1] tensors of one size → normalised model input (resized where the data lives on CUDA)."""
         with torch.inference_mode():
             work = x.device if x.device.type == "cuda" else self.device
-            x = x.to(device=work, dtype=torch.float32)
-            x = ((x + 1.0) * 0.5).clamp_(0.0, 1.0)  # the picture the generator output stands for
+            x = self._unit(x.to(device=work, dtype=torch.float32))
+            if self.preprocess_mode == "reference":
+                return self._reference_input(x)
             x = self._resize_crop(x).to(self.device)  # blocking: a GPU→CPU copy must finish first
             return self._normalise(x)
+
+    def _unit(self, x: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] generator output → the [0, 1] picture it stands for (clamped, except in reference mode)."""
+        x = (x + 1.0) * 0.5
+        return x if self.preprocess_mode == "reference" else x.clamp_(0.0, 1.0)
+
+    def _reference_input(self, x: torch.Tensor) -> torch.Tensor:
+        """clip2latent's ``Clipper.embed_image`` (models.py @ fc18ab1), on ``[B, 3, H, W]`` in [0, 1].
+
+        Area resize straight to the input size (no crop), then ``normalize(x).clamp(0, 1)`` and
+        ``normalize`` once more: the double normalisation the published priors were trained with.
+        """
+        x = F.interpolate(x, size=self._size_hw, mode="area").to(self.device)
+        x = ((x - self._mean) / self._std).clamp_(0.0, 1.0)
+        return self._normalise(x)
 
     def _prepare_list(self, items: list) -> torch.Tensor:
         """Tensors / PIL images (mixed sizes) → one normalised batch, grouping equal sizes per resize."""
@@ -619,7 +648,7 @@ class Clip:
                     if t.shape[0] != 1:
                         raise UsageError("a list of image tensors must hold single images [3, H, W]")
                     work = t.device if t.device.type == "cuda" else self.device
-                    t = ((t.to(work, torch.float32) + 1.0) * 0.5).clamp_(0.0, 1.0)
+                    t = self._unit(t.to(work, torch.float32))
                 elif _is_pil(item):
                     t = _pil_to_tensor(item, self.device)
                 else:
@@ -629,6 +658,8 @@ class Clip:
             groups: dict[tuple, list[int]] = {}
             for i, t in enumerate(pics):
                 groups.setdefault((tuple(t.shape[-2:]), t.device), []).append(i)
+            if self.preprocess_mode == "reference":
+                return torch.cat([self._reference_input(t) for t in pics])
             for idx in groups.values():
                 resized = self._resize_crop(torch.cat([pics[i] for i in idx])).to(self.device)  # (b, 3, h, w)
                 for j, i in enumerate(idx):

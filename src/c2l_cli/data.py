@@ -116,8 +116,11 @@ class GenDataConfig:
     batch_size: int = 32  # images per forward pass; batches never cross shards (does not change the data)
     save_images: bool = False  # also write JPEG previews (slow, big: for inspection only)
     image_size: int = 256  # preview size in pixels (--save-images)
+    # identity: "standard" CLIP preprocessing (normalised once), or "reference": clip2latent's generate_dataset.py
+    # (area resize to 256, then its Clipper's area resize + double normalisation) to reproduce the published data
+    clip_preprocess: str = "standard"
 
-    IDENTITY = ("generator", "clip", "n_samples", "shard_size", "space", "seed")
+    IDENTITY = ("generator", "clip", "n_samples", "shard_size", "space", "seed", "clip_preprocess")
 
     def validate(self) -> None:
         """UsageError for values that make no sense."""
@@ -133,6 +136,8 @@ class GenDataConfig:
             raise UsageError("--image-size must be at least 8")
         if self.seed < 0:
             raise UsageError("--seed must be non-negative")
+        if self.clip_preprocess not in ("standard", "reference"):
+            raise UsageError(f"--clip-preprocess must be standard or reference (got {self.clip_preprocess!r})")
 
     @property
     def num_shards(self) -> int:
@@ -275,7 +280,10 @@ def compute_shard(
                 lat = ws3[:, 0].reshape(b, 3, -1)  # (b, 3, w_dim): coarse, mid, fine
                 ws = lat.repeat_interleave(rep, dim=1)  # (b, num_ws, w_dim)
             img = G.synthesis(ws, noise_mode="const")  # (b, 3, H, W) in ~[-1, 1]
-            emb = clip.embed_image(img).float()  # (b, D)
+            if config.clip_preprocess == "reference":  # the reference first shrank images to its out_image_size
+                emb = clip.embed_image(F.interpolate(img.float(), size=(256, 256), mode="area")).float()  # (b, D)
+            else:
+                emb = clip.embed_image(img).float()  # (b, D)
             if e_out is None:
                 e_out = np.empty((count, emb.shape[1]), dtype=np.float32)
             w_out[b0 : b0 + b] = lat.float().cpu().numpy()
@@ -403,7 +411,12 @@ def generate_dataset(
         if clip is None:
             from .clip import load_clip
 
-            clip = load_clip(config.clip, device=dev)
+            clip = load_clip(config.clip, device=dev, preprocess=config.clip_preprocess)
+        elif getattr(clip, "preprocess_mode", "standard") != config.clip_preprocess:
+            raise UsageError(
+                f"the CLIP passed in preprocesses images the {getattr(clip, 'preprocess_mode', 'standard')!r} way,"
+                f" but the config asks for {config.clip_preprocess!r}"
+            )
     except Exception as exc:  # noqa: BLE001 - every rank must learn of it (see D.agree)
         error = exc
     D.agree(dist, error)
@@ -416,7 +429,8 @@ def generate_dataset(
         "complete": False,
         "config": config.to_dict(),
         "generator": describe_generator(G, config.generator),
-        "clip": {"spec": config.clip, "dim": int(clip.dim), "image_size": int(getattr(clip, "image_size", 0) or 0)},
+        "clip": {"spec": config.clip, "dim": int(clip.dim), "image_size": int(getattr(clip, "image_size", 0) or 0),
+                 "preprocess": config.clip_preprocess},
         "space": config.space,
         "latent_shape": latent_shape,
         "latent_repeats": repeats,

@@ -829,7 +829,9 @@ def train(
             if not gsrc or not csrc:
                 raise UsageError("validation needs a generator and a CLIP: set generator/clip in the config")
             G = load_generator(gsrc, device=dev)
-            clip = load_clip(csrc, device=dev)
+            # embed validation images the way the training pairs were embedded (see gen-data --clip-preprocess)
+            preprocess = (data.manifest.get("clip") or {}).get("preprocess") or "standard"
+            clip = load_clip(csrc, device=dev, preprocess=preprocess)
             if int(G.w_dim) != prior.w_dim or int(G.num_ws) != prior.num_ws or int(clip.dim) != prior.embed_dim:
                 raise ModelMismatchError(
                     f"validation models do not fit the data: generator w_dim {G.w_dim}/num_ws {G.num_ws}, CLIP dim {clip.dim}; "

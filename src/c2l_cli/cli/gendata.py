@@ -29,6 +29,10 @@ def gen_data(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (under torchrun: one GPU per rank)."),
     save_images: bool = typer.Option(False, "--save-images", help="Also write JPEG previews under OUT/images/."),
     image_size: int = typer.Option(256, "--image-size", help="Preview size in pixels (with --save-images)."),
+    clip_preprocess: str = typer.Option(
+        "standard", "--clip-preprocess",
+        help="standard (CLIP normalisation once) or reference (clip2latent's double normalisation: reproduces the data the published priors were trained on; docs/gen-data.md).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ) -> None:
     """Generate (W, CLIP image embedding) pairs for `c2l train`, in resumable shards; under torchrun ranks split the shards."""
@@ -57,6 +61,7 @@ def gen_data(
         batch_size=batch_size,
         save_images=save_images,
         image_size=image_size,
+        clip_preprocess=clip_preprocess.strip().lower(),
     )
     config.validate()
     dist = D.init_from_env(device)

@@ -50,6 +50,10 @@ def score(
         help="Report scale·max(cos, 0) (100 = torchmetrics CLIPScore) instead of the raw cosine.",
         show_default=False,
     ),
+    clip_preprocess: str = typer.Option(
+        "standard", "--clip-preprocess",
+        help="standard (CLIP normalisation once) or reference (clip2latent's double normalisation, as the paper's scores were computed).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (rows + summary)."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout: path,text,cosine,score,error."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 even if some images cannot be read."),
@@ -67,6 +71,9 @@ def score(
         raise UsageError("--text is empty")
     if scale is not None and not scale > 0:
         raise UsageError("--scale must be positive (e.g. 100)")
+    clip_preprocess = clip_preprocess.strip().lower()
+    if clip_preprocess not in ("standard", "reference"):
+        raise UsageError(f"--clip-preprocess must be standard or reference, got {clip_preprocess!r}")
 
     paths = _expand_images(images or [])
     if texts is not None:
@@ -97,7 +104,7 @@ def score(
         warnings.simplefilter("always", PromptTruncatedWarning)
         _route_warnings(warnings, PromptTruncatedWarning, warn)
         task = progress.add_task(f"loading CLIP {clip_spec}", total=len(paths))
-        clip = load_clip(clip_spec, device=device)
+        clip = load_clip(clip_spec, device=device, preprocess=clip_preprocess)
         progress.update(task, description="scoring")
         results = score_files(
             clip,
