@@ -380,13 +380,15 @@ def generate_dataset(
     clip: Any = None,
     on_shard: Callable[[int, int, bool], None] | None = None,
     on_status: Callable[[str], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> GenDataResult:
     """Make (or finish) the dataset at *out*; under torchrun each rank makes shards ``rank, rank+world, …``.
 
     Re-running with the same config resumes: finished shards are re-checked against their sha256 and
     kept, missing/partial/corrupt ones are (re)made. *G* / *clip* may be passed already loaded (else
     ``config.generator`` / ``config.clip`` are loaded on *device*). *on_shard(index, count, made)* is called
-    for each shard of this process, made (True) or found finished (False) (for progress); *on_status* gets one-line messages.
+    for each shard of this process, made (True) or found finished (False) (for progress); *on_status* gets one-line messages;
+    *on_start()* is called once the models are loaded, just before the first shard (so rates exclude loading).
     Returns a :class:`GenDataResult`; the manifest is complete once every rank has finished.
     """
     import torch
@@ -453,6 +455,8 @@ def generate_dataset(
 
     result = GenDataResult(root=root, manifest=header)
     mine = list(range(dist.rank, config.num_shards, dist.world_size))
+    if on_start is not None:
+        on_start()
     t0 = time.perf_counter()
     try:
         for index in mine:

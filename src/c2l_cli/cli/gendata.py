@@ -73,7 +73,8 @@ def gen_data(
             info(f"gen-data: {config.n_samples} samples in {config.num_shards} shards → {out} ({where})")
         with _Progress(enabled=dist.is_main, total=total, label=f"rank 0: {mine} shards" if dist.distributed else "samples") as bar:
             result = generate_dataset(
-                out, config, dist=dist, on_shard=bar.shard_done, on_status=warn if dist.is_main else None
+                out, config, dist=dist, on_shard=bar.shard_done, on_status=warn if dist.is_main else None,
+                on_start=bar.start,
             )
         if dist.is_main:
             summary = {
@@ -136,6 +137,12 @@ class _Progress:
             self._progress.__enter__()
             self._task = self._progress.add_task(self.label, total=self.total, rate="-")
         return self
+
+    def start(self) -> None:
+        """Models are loaded: samples/s counts from now."""
+        import time
+
+        self._t0 = time.perf_counter()
 
     def shard_done(self, index: int, count: int, made: bool) -> None:
         import time
