@@ -189,21 +189,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"config file {p} does not exist")
     text = p.read_text()
-    if p.suffix.lower() == ".json":
+
+    def parse_json() -> Any:
         try:
-            doc = json.loads(text)
+            return json.loads(text)
         except ValueError as exc:
             raise UsageError(f"{p}: not valid JSON ({exc})") from exc
+
+    if p.suffix.lower() == ".json":
+        doc = parse_json()
     else:
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             if p.suffix.lower() == ".toml":
                 raise UsageError(f"{p}: TOML configs need Python 3.11 or newer (tomllib); use a JSON config") from None
-            try:
-                doc = json.loads(text)
-            except ValueError as exc:
-                raise UsageError(f"{p}: not valid JSON ({exc})") from exc
+            doc = parse_json()
         else:
             try:
                 doc = tomllib.loads(text)
